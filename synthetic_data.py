@@ -1,0 +1,908 @@
+"""Write a synthetic try-on dataset in the VITON layout that cp_dataset.CPDataset reads.
+
+The persons are drawn figures wearing an in-shop shirt that was warped onto the torso
+by a *known* warp, so the whole CP-VTON pipeline (train/test GMM, train/test TOM) can
+run anywhere in minutes, and the GMM can be scored against the true warp.
+
+Usage::
+
+    python synthetic_data.py --dataroot demo/data --n_train 200 --n_test 20 --seed 0 \
+        [--textured_share 0.5] [--occluded_share 0.3] [--workers N] [--overwrite]
+
+Layout written under ``dataroot`` (``<id>`` is a 6-digit number, train and test ids disjoint)::
+
+    <split>/image/<id>_0.jpg              person, RGB JPEG 192x256 (W x H)
+    <split>/image-parse/<id>_0.png        LIP labels, palette ('P') PNG: pixel = label 0..19,
+                                          palette = LIP_PALETTE
+    <split>/image-mask/<id>_0.png         body mask, L PNG, 255 on the person, 0 background
+    <split>/cloth/<id>_1.jpg              in-shop shirt on white, RGB JPEG 192x256
+    <split>/cloth-mask/<id>_1.jpg         L JPEG, 255 on the shirt, 0 background (binarise >= 128)
+    <split>/pose/<id>_0_keypoints.json    OpenPose COCO-18 under "pose_keypoints", pixels;
+                                          a keypoint that is not visible is 0, 0, 0
+    <split>/warp_params.json              per person: texture, arm crossing, shirt shape and the
+                                          warp (affine + TPS) that put the shirt on the person
+    train_pairs.txt                       "<id>_0.jpg <id>_1.jpg", one line per train person
+    test_pairs_paired.txt                 each test person with their own shirt
+    test_pairs_unpaired.txt               each test person with another test person's shirt
+    test_pairs.txt                        the unpaired lines, then the paired lines (as VITON)
+    synthetic_dataset.json                the settings; marks the folder as ours (see --overwrite)
+
+Value conventions:
+  * JPEGs are written with quality 75 and 4:2:0 chroma subsampling (Pillow's defaults),
+    the same quantisation tables the VITON files carry.
+  * Parse labels used (LIP): 0 background, 2 hair, 5 upper-clothes, 9 pants, 13 face,
+    14 left-arm, 15 right-arm, 16 left-leg, 17 right-leg, 18 left-shoe, 19 right-shoe.
+    Left/right are the person's: the figure faces the camera, so its left is on the
+    image's right, as in VITON. The neck and the chest skin seen through the neckline are
+    labelled 13 (face), as VITON's LIP parses label them; 10 (jumpsuit) is never used.
+    Hands are part of the arms (LIP has no hand label).
+  * Label 5 is exactly where the warped shirt is visible: the warped shirt mask minus the
+    pixels that arms (outside the sleeves) and the head cover.
+  * Keypoints outside the image, and ears hidden under hair, are 0, 0, 0.
+
+The warp (see ``warp_to_person``): for a person pixel p, the shirt point shown there is
+``s = q + tps(q)`` with ``q = A^-1 p``; ``A`` (2x3, "affine") maps shirt-image pixels to
+person pixels and places the shirt's shoulders on the person's shoulders and its hem below
+the hips; ``tps`` is the thin-plate spline that interpolates the "tps_offsets" (shirt
+pixels) given at a 5x5 grid of control points spanning the shirt image. So the person
+pixel ``A(c_k)`` shows the shirt point ``c_k + offset_k``. ``ground_truth_warped_mask``
+reproduces the warped shirt mask (before occlusion) from a person's parameters.
+"""
+import argparse
+import colorsys
+import json
+import math
+import multiprocessing
+import os
+import os.path as osp
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+IMAGE_WIDTH, IMAGE_HEIGHT = 192, 256
+JPEG_QUALITY = 75
+
+# LIP colour map as VITON's parse PNGs store it (254 where the usual LIP table says 255).
+LIP_PALETTE = [
+    (0, 0, 0), (128, 0, 0), (254, 0, 0), (0, 85, 0), (169, 0, 51),
+    (254, 85, 0), (0, 0, 85), (0, 119, 220), (85, 85, 0), (0, 85, 85),
+    (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 254), (51, 169, 220),
+    (0, 254, 254), (85, 254, 169), (169, 254, 85), (254, 254, 0), (254, 169, 0),
+]
+BACKGROUND, HAIR, UPPER_CLOTHES, PANTS, FACE = 0, 2, 5, 9, 13
+LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, LEFT_SHOE, RIGHT_SHOE = 14, 15, 16, 17, 18, 19
+
+SOLID = 'solid'
+TEXTURES = ('stripes_h', 'stripes_v', 'checks', 'logo')
+SPLITS = ('train', 'test')
+PAIR_LISTS = ('train_pairs.txt', 'test_pairs.txt', 'test_pairs_paired.txt', 'test_pairs_unpaired.txt')
+MARKER_FILE = 'synthetic_dataset.json'
+SUBFOLDERS = ('image', 'image-parse', 'image-mask', 'cloth', 'cloth-mask', 'pose')
+
+# Shirt-frame part labels (never written to disk).
+SHIRT_BODY, SHIRT_SLEEVE, NECK_OPENING = 1, 2, 3
+# Head-layer codes for facial details; they become FACE in the parse map.
+EYE_CODE, MOUTH_CODE = 250, 251
+
+TPS_GRID_SIZE = 5
+
+SKIN_TONES = [(255, 224, 196), (241, 194, 164), (224, 172, 138), (198, 134, 100),
+              (161, 102, 74), (120, 76, 54), (92, 58, 42)]
+HAIR_COLOURS = [(22, 18, 16), (55, 38, 28), (95, 64, 40), (160, 120, 70),
+                (205, 175, 115), (120, 50, 30), (150, 150, 150)]
+PANTS_COLOURS = [(40, 55, 90), (25, 25, 30), (180, 160, 120), (90, 95, 100),
+                 (70, 90, 60), (110, 140, 180)]
+SHOE_COLOURS = [(30, 30, 30), (235, 235, 235), (120, 80, 50), (190, 40, 40)]
+
+
+class DatasetExistsError(FileExistsError):
+    """The target folder already holds a dataset that we may not replace."""
+
+
+# ----------------------------------------------------------------------------------------
+# The figure
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Figure:
+    """Geometry (pixel coordinates, float (x, y) arrays) and style of one drawn person.
+
+    "r_"/"l_" are the person's right/left: r_ is on the image's left.
+    """
+    unit: float              # head height in pixels; every length scales with it
+    face_center: np.ndarray
+    face_half: tuple         # (half width, half height) of the face ellipse
+    feature_shift: float     # horizontal shift of eyes/nose/mouth (head turned a little)
+    hair_style: str          # 'short', 'bob' or 'long'
+    ears_visible: tuple      # (right, left)
+    neck: np.ndarray         # base of the neck (OpenPose "neck")
+    r_shoulder: np.ndarray
+    l_shoulder: np.ndarray
+    r_elbow: np.ndarray
+    l_elbow: np.ndarray
+    r_wrist: np.ndarray
+    l_wrist: np.ndarray
+    crossing_arms: tuple     # subset of ('right', 'left'): forearms in front of the torso
+    r_hip: np.ndarray
+    l_hip: np.ndarray
+    r_knee: np.ndarray
+    l_knee: np.ndarray
+    r_ankle: np.ndarray
+    l_ankle: np.ndarray
+    shorts: bool
+
+
+@dataclass
+class Colours:
+    background: np.ndarray
+    skin: np.ndarray
+    hair: np.ndarray
+    pants: np.ndarray
+    shoes: np.ndarray
+
+
+def point(x, y):
+    return np.array([x, y], dtype=np.float64)
+
+
+def direction(angle_deg, side):
+    """Unit vector pointing down, turned by `angle_deg` away from the body's midline.
+
+    side is -1 for the person's right (image left), +1 for the left; negative angles
+    turn towards the midline.
+    """
+    angle = math.radians(angle_deg)
+    return point(side * math.sin(angle), math.cos(angle))
+
+
+def sample_arm(rng, shoulder, side, unit, crossing):
+    """Elbow and wrist of one arm. A crossing forearm points across the torso."""
+    if crossing:
+        upper_angle = rng.uniform(0, 18)
+        fore_angle = rng.uniform(-105, -65)
+    else:
+        upper_angle = rng.uniform(6, 30)
+        fore_angle = max(upper_angle + rng.uniform(-12, 22), -4)
+    elbow = shoulder + 1.3 * unit * direction(upper_angle, side)
+    wrist = elbow + 1.1 * unit * direction(fore_angle, side)
+    return elbow, wrist
+
+
+def choose_crossing_arms(rng, occluded):
+    if not occluded:
+        return ()
+    if rng.random() < 0.35:
+        return ('right', 'left')
+    return (('right', 'left')[rng.integers(2)],)
+
+
+def sample_figure(rng, occluded):
+    """A random standing figure facing the camera; `occluded` makes forearm(s) cross the torso."""
+    unit = rng.uniform(30, 50)
+    center_x = IMAGE_WIDTH / 2 + rng.uniform(-14, 14)
+    top = rng.uniform(2, 14)
+    face_half = (unit * rng.uniform(0.34, 0.4), 0.5 * unit)
+    face_center = point(center_x + rng.uniform(-0.04, 0.04) * unit, top + 0.1 * unit + face_half[1])
+    neck = point(center_x, face_center[1] + face_half[1] + 0.35 * unit)
+
+    tilt = rng.uniform(-0.06, 0.06)
+    shoulder_half = unit * rng.uniform(0.8, 0.95)
+    offset = shoulder_half * point(math.cos(tilt), math.sin(tilt))
+    r_shoulder = neck + point(0, 0.15 * unit) - offset
+    l_shoulder = neck + point(0, 0.15 * unit) + offset
+
+    crossing_arms = choose_crossing_arms(rng, occluded)
+    r_elbow, r_wrist = sample_arm(rng, r_shoulder, -1, unit, 'right' in crossing_arms)
+    l_elbow, l_wrist = sample_arm(rng, l_shoulder, +1, unit, 'left' in crossing_arms)
+
+    hip_y = neck[1] + unit * rng.uniform(2.3, 2.5)
+    hip_half = shoulder_half * rng.uniform(0.5, 0.62)
+    r_hip, l_hip = point(center_x - hip_half, hip_y), point(center_x + hip_half, hip_y)
+    stance = unit * rng.uniform(0, 0.25)
+    r_knee, l_knee = r_hip + point(-stance / 2, 1.75 * unit), l_hip + point(stance / 2, 1.75 * unit)
+    r_ankle, l_ankle = r_hip + point(-stance, 3.5 * unit), l_hip + point(stance, 3.5 * unit)
+
+    return Figure(
+        unit=unit, face_center=face_center, face_half=face_half,
+        feature_shift=rng.uniform(-0.08, 0.08) * unit,
+        hair_style=('short', 'bob', 'long')[rng.integers(3)],
+        ears_visible=(bool(rng.random() > 0.3), bool(rng.random() > 0.3)),
+        neck=neck, r_shoulder=r_shoulder, l_shoulder=l_shoulder,
+        r_elbow=r_elbow, l_elbow=l_elbow, r_wrist=r_wrist, l_wrist=l_wrist,
+        crossing_arms=crossing_arms,
+        r_hip=r_hip, l_hip=l_hip, r_knee=r_knee, l_knee=l_knee, r_ankle=r_ankle, l_ankle=l_ankle,
+        shorts=bool(rng.random() < 0.4))
+
+
+def pick(rng, choices, jitter):
+    """One of `choices` (RGB tuples) with a uniform per-channel jitter, as float RGB."""
+    base = np.asarray(choices[rng.integers(len(choices))], dtype=np.float64)
+    return np.clip(base + rng.uniform(-jitter, jitter, 3), 0, 255)
+
+
+def sample_colours(rng):
+    grey = rng.uniform(215, 248)
+    return Colours(background=np.clip(grey + rng.uniform(-6, 6, 3), 0, 255),
+                   skin=pick(rng, SKIN_TONES, 8), hair=pick(rng, HAIR_COLOURS, 10),
+                   pants=pick(rng, PANTS_COLOURS, 12), shoes=pick(rng, SHOE_COLOURS, 10))
+
+
+def face_features(figure):
+    """(nose, right eye, left eye, right ear, left ear) positions."""
+    (fx, fy), (half_w, half_h) = figure.face_center, figure.face_half
+    shifted_x = fx + figure.feature_shift
+    nose = point(shifted_x, fy + 0.15 * half_h)
+    r_eye, l_eye = point(shifted_x - 0.38 * half_w, fy - 0.1 * half_h), point(shifted_x + 0.38 * half_w, fy - 0.1 * half_h)
+    r_ear, l_ear = point(fx - 0.98 * half_w, fy + 0.05 * half_h), point(fx + 0.98 * half_w, fy + 0.05 * half_h)
+    return nose, r_eye, l_eye, r_ear, l_ear
+
+
+def figure_keypoints(figure, rng):
+    """OpenPose COCO-18 [x, y, confidence] * 18; hidden or out-of-image points are 0, 0, 0."""
+    nose, r_eye, l_eye, r_ear, l_ear = face_features(figure)
+    f = figure
+    points = [nose, f.neck, f.r_shoulder, f.r_elbow, f.r_wrist, f.l_shoulder, f.l_elbow, f.l_wrist,
+              f.r_hip, f.r_knee, f.r_ankle, f.l_hip, f.l_knee, f.l_ankle, r_eye, l_eye,
+              r_ear if f.ears_visible[0] else None, l_ear if f.ears_visible[1] else None]
+    confidences = rng.uniform(0.55, 0.95, len(points))
+    flat = []
+    for p, confidence in zip(points, confidences):
+        if p is None or not (0 <= p[0] < IMAGE_WIDTH and 0 <= p[1] < IMAGE_HEIGHT):
+            flat += [0, 0, 0]
+        else:
+            flat += [round(float(p[0]), 3), round(float(p[1]), 3), round(float(confidence), 3)]
+    return flat
+
+
+# ----------------------------------------------------------------------------------------
+# Drawing the figure's layers (label images; colours come later from the labels)
+# ----------------------------------------------------------------------------------------
+
+def new_layer():
+    image = Image.new('L', (IMAGE_WIDTH, IMAGE_HEIGHT), 0)
+    return image, ImageDraw.Draw(image)
+
+
+def ellipse_box(center, half_w, half_h):
+    return [center[0] - half_w, center[1] - half_h, center[0] + half_w, center[1] + half_h]
+
+
+def draw_limb(draw, start, end, width, label):
+    """A thick segment with round ends."""
+    draw.line([tuple(start), tuple(end)], fill=label, width=max(1, int(round(width))))
+    for p in (start, end):
+        draw.ellipse(ellipse_box(p, width / 2, width / 2), fill=label)
+
+
+def draw_back_layer(figure):
+    """What lies behind the shirt: long hair, legs, pants, shoes, neck. Returns uint8 labels."""
+    layer, draw = new_layer()
+    u = figure.unit
+    (fx, fy), (half_w, half_h) = figure.face_center, figure.face_half
+    if figure.hair_style == 'long':
+        draw.polygon([(fx - 1.15 * half_w, fy - 0.2 * half_h), (fx + 1.15 * half_w, fy - 0.2 * half_h),
+                      (fx + 1.35 * half_w, figure.neck[1] + 0.6 * u),
+                      (fx - 1.35 * half_w, figure.neck[1] + 0.6 * u)], fill=HAIR)
+
+    legs = ((figure.r_hip, figure.r_knee, figure.r_ankle, RIGHT_LEG, RIGHT_SHOE, -1),
+            (figure.l_hip, figure.l_knee, figure.l_ankle, LEFT_LEG, LEFT_SHOE, +1))
+    for hip, knee, ankle, leg_label, shoe_label, side in legs:
+        draw_limb(draw, hip, knee, 0.62 * u, leg_label)
+        draw_limb(draw, knee, ankle, 0.45 * u, leg_label)
+        draw.ellipse(ellipse_box(ankle + point(side * 0.12 * u, 0.15 * u), 0.3 * u, 0.14 * u), fill=shoe_label)
+    waist_y, hip_y = figure.r_hip[1] - 0.3 * u, (figure.r_hip[1] + figure.l_hip[1]) / 2
+    outer = (figure.l_hip[0] - figure.r_hip[0]) / 2 + 0.3 * u
+    mid_x = (figure.l_hip[0] + figure.r_hip[0]) / 2
+    draw.polygon([(mid_x - outer, waist_y), (mid_x + outer, waist_y), (mid_x + outer, hip_y),
+                  (mid_x, hip_y + 0.45 * u), (mid_x - outer, hip_y)], fill=PANTS)
+    for hip, knee, ankle, *_ in legs:
+        if figure.shorts:
+            draw_limb(draw, hip, hip + 0.6 * (knee - hip), 0.7 * u, PANTS)
+        else:
+            draw_limb(draw, hip, knee, 0.7 * u, PANTS)
+            draw_limb(draw, knee, ankle, 0.53 * u, PANTS)
+
+    neck_top_y = fy
+    draw.polygon([(figure.neck[0] - 0.24 * u, neck_top_y), (figure.neck[0] + 0.24 * u, neck_top_y),
+                  (figure.neck[0] + 0.34 * u, figure.neck[1] + 0.1 * u),
+                  (figure.neck[0] - 0.34 * u, figure.neck[1] + 0.1 * u)], fill=FACE)
+    return np.asarray(layer)
+
+
+def draw_arm_layer(figure):
+    """Both arms with hands; crossing arms are drawn last so they are in front."""
+    layer, draw = new_layer()
+    u = figure.unit
+    arms = [('right', figure.r_shoulder, figure.r_elbow, figure.r_wrist, RIGHT_ARM),
+            ('left', figure.l_shoulder, figure.l_elbow, figure.l_wrist, LEFT_ARM)]
+    arms.sort(key=lambda arm: arm[0] in figure.crossing_arms)
+    for _, shoulder, elbow, wrist, label in arms:
+        draw_limb(draw, shoulder, elbow, 0.36 * u, label)
+        draw_limb(draw, elbow, wrist, 0.3 * u, label)
+        along = (wrist - elbow) / np.linalg.norm(wrist - elbow)
+        draw.ellipse(ellipse_box(wrist + 0.2 * u * along, 0.17 * u, 0.17 * u), fill=label)
+    return np.asarray(layer)
+
+
+def draw_head_layer(figure):
+    """Hair, face, eyes and mouth (EYE_CODE/MOUTH_CODE mark the details)."""
+    layer, draw = new_layer()
+    u = figure.unit
+    (fx, fy), (half_w, half_h) = figure.face_center, figure.face_half
+    draw.ellipse(ellipse_box(point(fx, fy - 0.12 * half_h), 1.13 * half_w, 1.07 * half_h), fill=HAIR)
+    if figure.hair_style == 'bob':
+        draw.rectangle([fx - 1.13 * half_w, fy - 0.2 * half_h, fx + 1.13 * half_w, fy + 0.75 * half_h], fill=HAIR)
+    draw.ellipse(ellipse_box(figure.face_center, half_w, half_h), fill=FACE)
+    fringe_center = point(fx + figure.feature_shift, fy - 0.38 * half_h)
+    draw.chord(ellipse_box(fringe_center, 1.1 * half_w, 0.75 * half_h), 180, 360, fill=HAIR)
+    _, r_eye, l_eye, _, _ = face_features(figure)
+    for eye in (r_eye, l_eye):
+        draw.ellipse(ellipse_box(eye, 0.06 * u, 0.045 * u), fill=EYE_CODE)
+    mouth_x, mouth_y = fx + figure.feature_shift, fy + 0.52 * half_h
+    draw.line([(mouth_x - 0.1 * u, mouth_y), (mouth_x + 0.1 * u, mouth_y)], fill=MOUTH_CODE,
+              width=max(1, int(round(0.04 * u))))
+    return np.asarray(layer)
+
+
+# ----------------------------------------------------------------------------------------
+# The in-shop shirt
+# ----------------------------------------------------------------------------------------
+
+def sample_shirt_shape(rng):
+    """Parameters of a flat T-shirt silhouette in the 192x256 shirt image (pixels)."""
+    shoulder_half = rng.uniform(48, 58)
+    sleeve_angle = rng.uniform(30, 50)
+    sleeve_length = rng.uniform(28, 42)
+    # The cuff must stay outside the armpit, or the sleeve folds over itself.
+    max_cuff = 0.75 * sleeve_length / math.tan(math.radians(sleeve_angle))
+    round_neck = bool(rng.random() < 0.6)
+    return {
+        'center_x': IMAGE_WIDTH / 2 + rng.uniform(-3, 3),
+        'neck_y': rng.uniform(24, 40),
+        'neck_half': shoulder_half * rng.uniform(0.27, 0.36),
+        'neck_style': 'round' if round_neck else 'v',
+        'neck_depth': rng.uniform(8, 18) if round_neck else rng.uniform(18, 34),
+        'shoulder_half': shoulder_half,
+        'shoulder_drop': rng.uniform(6, 14),
+        'armpit_half': shoulder_half - rng.uniform(4, 10),
+        'armpit_drop': rng.uniform(40, 52),
+        'hem_half': shoulder_half + rng.uniform(-12, 2),
+        'hem_y': rng.uniform(212, 240),
+        'sleeve_length': sleeve_length,
+        'sleeve_angle': sleeve_angle,
+        'cuff_width': min(rng.uniform(22, 30), max_cuff),
+    }
+
+
+def shirt_shoulder_y(shape):
+    return shape['neck_y'] + shape['shoulder_drop']
+
+
+def shirt_polygons(shape):
+    """(body polygon, [right sleeve, left sleeve], neck opening polygon) as (x, y) lists."""
+    cx, neck_y = shape['center_x'], shape['neck_y']
+    shoulder_y = shirt_shoulder_y(shape)
+    armpit_y = shoulder_y + shape['armpit_drop']
+    if shape['neck_style'] == 'round':
+        angles = np.linspace(0, math.pi, 9)
+        neckline = [(cx + shape['neck_half'] * math.cos(a), neck_y + shape['neck_depth'] * math.sin(a)) for a in angles]
+    else:
+        neckline = [(cx + shape['neck_half'], neck_y), (cx, neck_y + shape['neck_depth']), (cx - shape['neck_half'], neck_y)]
+    body = [(cx - shape['neck_half'], neck_y), (cx - shape['shoulder_half'], shoulder_y),
+            (cx - shape['armpit_half'], armpit_y), (cx - shape['hem_half'], shape['hem_y']),
+            (cx + shape['hem_half'], shape['hem_y']), (cx + shape['armpit_half'], armpit_y),
+            (cx + shape['shoulder_half'], shoulder_y)] + neckline
+    angle = math.radians(shape['sleeve_angle'])
+    sleeves = []
+    for side in (-1, +1):
+        shoulder = point(cx + side * shape['shoulder_half'], shoulder_y)
+        outer_cuff = shoulder + shape['sleeve_length'] * point(side * math.cos(angle), math.sin(angle))
+        inner_cuff = outer_cuff + shape['cuff_width'] * point(-side * math.sin(angle), math.cos(angle))
+        sleeves.append([tuple(shoulder), tuple(outer_cuff), tuple(inner_cuff),
+                        (cx + side * shape['armpit_half'], armpit_y)])
+    return body, sleeves, neckline
+
+
+def draw_shirt_parts(shape):
+    """Shirt-frame part labels: SHIRT_BODY, SHIRT_SLEEVE, NECK_OPENING, 0 elsewhere."""
+    body, sleeves, neckline = shirt_polygons(shape)
+    layer, draw = new_layer()
+    for sleeve in sleeves:
+        draw.polygon(sleeve, fill=SHIRT_SLEEVE)
+    draw.polygon(body, fill=SHIRT_BODY)
+    draw.polygon(neckline, fill=NECK_OPENING)
+    return np.asarray(layer)
+
+
+def random_colour(rng, min_value=0.25, max_value=0.88):
+    hue, saturation, value = rng.random(), rng.uniform(0.2, 0.9), rng.uniform(min_value, max_value)
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
+
+
+def stripe_mask(coordinate, rng):
+    """Boolean stripes along a coordinate grid with a random period (6..28 px) and duty."""
+    period = rng.uniform(6, 28)
+    return ((coordinate + rng.uniform(0, period)) % period) < rng.uniform(0.3, 0.6) * period
+
+
+@lru_cache(maxsize=8)
+def logo_font(size):
+    return ImageFont.load_default(size=size)
+
+
+def draw_logo(rng, shape):
+    """Mask of a logo on the chest: a simple shape or a capital letter."""
+    layer, draw = new_layer()
+    size = rng.uniform(26, 46)
+    cx = shape['center_x'] + rng.uniform(-10, 10)
+    cy = shirt_shoulder_y(shape) + shape['neck_depth'] + rng.uniform(18, 50)
+    kind = ('circle', 'square', 'triangle', 'star', 'letter')[rng.integers(5)]
+    half = size / 2
+    if kind == 'circle':
+        draw.ellipse(ellipse_box((cx, cy), half, half), fill=1)
+    elif kind == 'square':
+        draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=1)
+    elif kind == 'triangle':
+        draw.polygon([(cx, cy - half), (cx + half, cy + half), (cx - half, cy + half)], fill=1)
+    elif kind == 'star':
+        angles = np.arange(10) * math.pi / 5 - math.pi / 2
+        radii = np.where(np.arange(10) % 2 == 0, half, 0.45 * half)
+        draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)], fill=1)
+    else:
+        letter = chr(ord('A') + int(rng.integers(26)))
+        draw.text((cx, cy), letter, fill=1, font=logo_font(int(size * 1.3)), anchor='mm')
+    return np.asarray(layer).astype(bool)
+
+
+def render_texture(rng, kind, shape):
+    """Fabric colours [H,W,3] float in the shirt frame for a texture kind, with soft folds."""
+    ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH].astype(np.float32)
+    base, other = random_colour(rng), random_colour(rng, 0.15, 0.95)
+    if kind == 'stripes_h':
+        texture = np.where(stripe_mask(ys, rng)[..., None], other, base)
+    elif kind == 'stripes_v':
+        texture = np.where(stripe_mask(xs, rng)[..., None], other, base)
+    elif kind == 'checks':
+        # Gingham: where one set of stripes crosses the other, the colour is darkest.
+        crossings = stripe_mask(xs, rng).astype(np.float32) + stripe_mask(ys, rng)
+        texture = base + (crossings[..., None] / 2) * (other - base)
+    elif kind == 'logo':
+        texture = np.where(draw_logo(rng, shape)[..., None], other, base)
+    else:
+        texture = np.broadcast_to(base, (IMAGE_HEIGHT, IMAGE_WIDTH, 3))
+    fold_angle, wavelength = rng.uniform(0, math.pi), rng.uniform(40, 90)
+    folds = 1 + rng.uniform(0.02, 0.05) * np.sin(
+        2 * math.pi * (xs * math.cos(fold_angle) + ys * math.sin(fold_angle)) / wavelength + rng.uniform(0, 2 * math.pi))
+    return (texture * folds[..., None]).astype(np.float32)
+
+
+def in_shop_images(rng, texture, parts):
+    """The in-shop cloth (RGB uint8 on white, with mild noise) and its mask (uint8 0/255)."""
+    on_shirt = (parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)
+    noise = rng.standard_normal((IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.float32) * 1.5
+    cloth = np.where(on_shirt[..., None], texture + noise, 255)
+    return np.clip(cloth, 0, 255).astype(np.uint8), on_shirt.astype(np.uint8) * 255
+
+
+# ----------------------------------------------------------------------------------------
+# The warp: affine placement + thin-plate spline
+# ----------------------------------------------------------------------------------------
+
+def tps_control_points():
+    """The 5x5 control grid in normalised shirt coordinates [-1, 1], row-major from the top."""
+    axis = np.linspace(-1, 1, TPS_GRID_SIZE)
+    grid_x, grid_y = np.meshgrid(axis, axis)
+    return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+
+
+def tps_radial(squared_distance):
+    """U(r) = r^2 log r^2 (0 at r = 0)."""
+    return squared_distance * np.log(np.maximum(squared_distance, 1e-20))
+
+
+@lru_cache(maxsize=1)
+def tps_system_inverse():
+    """Inverse of the TPS interpolation matrix [[K, P], [P^T, 0]] for the fixed control grid."""
+    control = tps_control_points()
+    n = len(control)
+    kernel = tps_radial(((control[:, None] - control[None]) ** 2).sum(-1))
+    affine_part = np.hstack([np.ones((n, 1)), control])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n], system[:n, n:], system[n:, :n] = kernel, affine_part, affine_part.T
+    return np.linalg.inv(system)
+
+
+def to_normalised(points):
+    return points / np.array([IMAGE_WIDTH - 1, IMAGE_HEIGHT - 1]) * 2 - 1
+
+
+def tps_displacement(points, offsets):
+    """Displacement (pixels) at shirt-frame points [N,2] of the TPS that interpolates
+    `offsets` [5,5,2] (pixels) at the control grid."""
+    control = tps_control_points()
+    values = np.vstack([np.asarray(offsets, dtype=np.float64).reshape(-1, 2), np.zeros((3, 2))])
+    weights = tps_system_inverse() @ values
+    normalised = to_normalised(points)
+    squared = ((normalised[:, None, 0] - control[None, :, 0]) ** 2
+               + (normalised[:, None, 1] - control[None, :, 1]) ** 2)
+    return (tps_radial(squared) @ weights[:-3] + weights[-3]
+            + normalised[:, :1] * weights[-2] + normalised[:, 1:] * weights[-1])
+
+
+def sample_tps_offsets(rng):
+    """Smooth random control-point offsets [5,5,2], RMS 3..9 shirt pixels."""
+    raw = rng.standard_normal((TPS_GRID_SIZE, TPS_GRID_SIZE, 2))
+    padded = np.pad(raw, ((1, 1), (1, 1), (0, 0)), mode='edge')
+    smooth = sum(padded[dy:dy + TPS_GRID_SIZE, dx:dx + TPS_GRID_SIZE] for dy in range(3) for dx in range(3))
+    return smooth * (rng.uniform(3, 9) / np.sqrt(np.mean(smooth ** 2)))
+
+
+def sample_placement(rng, shape, figure):
+    """Affine [2,3] from shirt pixels to person pixels: shirt shoulders a little outside and
+    above the shoulder keypoints, hem 0.2..0.6 head heights below the hips, slight shear."""
+    u = figure.unit
+    across = figure.l_shoulder - figure.r_shoulder
+    across /= np.linalg.norm(across)
+    down = point(-across[1], across[0])
+    outward, lift = u * rng.uniform(0.08, 0.18), u * rng.uniform(0.04, 0.1)
+    r_target = figure.r_shoulder - outward * across - lift * down
+    l_target = figure.l_shoulder + outward * across - lift * down
+    middle = (r_target + l_target) / 2
+    hip_middle = (figure.r_hip + figure.l_hip) / 2
+    hem_distance = (hip_middle - middle) @ down + u * rng.uniform(0.2, 0.6)
+    scale_x = np.linalg.norm(l_target - r_target) / (2 * shape['shoulder_half'])
+    scale_y = hem_distance / (shape['hem_y'] - shirt_shoulder_y(shape))
+    sheared_down = down + rng.uniform(-0.06, 0.06) * across
+    linear = np.stack([across * scale_x, sheared_down * scale_y], axis=1)
+    anchor = point(shape['center_x'], shirt_shoulder_y(shape))
+    return np.hstack([linear, (middle - linear @ anchor)[:, None]])
+
+
+def warp_bounding_box(params):
+    """Person-frame box (x0, y0, x1, y1), end-exclusive, outside which the warped shirt is empty:
+    the shirt's bounding box, grown by twice the largest offset, mapped by the affine."""
+    body, sleeves, _ = shirt_polygons(params['shirt'])
+    corners = np.array(body + [p for sleeve in sleeves for p in sleeve])
+    margin = 2 * np.abs(np.asarray(params['tps_offsets'])).max() + 2
+    (x0, y0), (x1, y1) = corners.min(0) - margin, corners.max(0) + margin
+    box = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])
+    affine = np.asarray(params['affine'])
+    mapped = box @ affine[:, :2].T + affine[:, 2]
+    lo, hi = np.floor(mapped.min(0)), np.ceil(mapped.max(0)) + 1
+    return (int(np.clip(lo[0], 0, IMAGE_WIDTH)), int(np.clip(lo[1], 0, IMAGE_HEIGHT)),
+            int(np.clip(hi[0], 0, IMAGE_WIDTH)), int(np.clip(hi[1], 0, IMAGE_HEIGHT)))
+
+
+def sample_bilinear(stack, xs, ys):
+    """Bilinear samples [N,C] of stack [H,W,C] at float pixel positions; zero outside."""
+    height, width = stack.shape[:2]
+    padded = np.pad(stack, ((1, 1), (1, 1), (0, 0)))
+    xs = np.clip(xs + 1, 0, width + 1)
+    ys = np.clip(ys + 1, 0, height + 1)
+    x0 = np.minimum(np.floor(xs).astype(np.intp), width)
+    y0 = np.minimum(np.floor(ys).astype(np.intp), height)
+    wx = (xs - x0).astype(np.float32)[:, None]
+    wy = (ys - y0).astype(np.float32)[:, None]
+    top = padded[y0, x0] * (1 - wx) + padded[y0, x0 + 1] * wx
+    bottom = padded[y0 + 1, x0] * (1 - wx) + padded[y0 + 1, x0 + 1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def warp_to_person(stack, params):
+    """Warp a shirt-frame array [H,W,C] into the person frame with a person's warp parameters.
+
+    For each person pixel p (pixel centres at integer coordinates): q = A^-1 p, and the
+    value is the bilinear sample of `stack` at q + tps(q); zero outside the shirt image and
+    outside ``warp_bounding_box``. Returns float32 [H,W,C].
+    """
+    stack = np.asarray(stack, dtype=np.float32)
+    if stack.ndim == 2:
+        stack = stack[..., None]
+    x0, y0, x1, y1 = warp_bounding_box(params)
+    warped = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, stack.shape[2]), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return warped
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    person_points = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    affine = np.asarray(params['affine'])
+    shirt_points = (person_points - affine[:, 2]) @ np.linalg.inv(affine[:, :2]).T
+    source = shirt_points + tps_displacement(shirt_points, params['tps_offsets'])
+    warped[y0:y1, x0:x1] = sample_bilinear(stack, source[:, 0], source[:, 1]).reshape(y1 - y0, x1 - x0, -1)
+    return warped
+
+
+def covered(warped_mask):
+    """A warped 0/1 mask -> boolean: at least half covered."""
+    return warped_mask >= 0.5
+
+
+def ground_truth_warped_mask(params):
+    """The ground-truth warped shirt mask [H,W] bool for one person's entry in warp_params.json.
+
+    It is the shirt silhouette redrawn from params['shirt'], warped by params['affine'] and
+    params['tps_offsets'] (see ``warp_to_person``), before arms and head occlude it. Where
+    nothing covers the shirt, it equals the parse map's label 5 exactly.
+    """
+    parts = draw_shirt_parts(params['shirt'])
+    on_shirt = ((parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)).astype(np.float32)
+    return covered(warp_to_person(on_shirt, params)[..., 0])
+
+
+def load_warp_params(dataroot, split):
+    """{person id: params} from <dataroot>/<split>/warp_params.json."""
+    with open(osp.join(dataroot, split, 'warp_params.json')) as f:
+        return json.load(f)['persons']
+
+
+# ----------------------------------------------------------------------------------------
+# Composing the person
+# ----------------------------------------------------------------------------------------
+
+def compose_labels(back, arms, head, warped_parts):
+    """Parse labels [H,W] and the facial-detail codes, from the layers back to front:
+    back layer, neck opening skin, shirt, arms, sleeves, head."""
+    on_shirt, sleeve, opening = (covered(warped_parts[..., i]) for i in range(3))
+    labels = back.copy()
+    labels[opening & ~on_shirt] = FACE
+    labels[on_shirt] = UPPER_CLOTHES
+    labels[arms > 0] = arms[arms > 0]
+    labels[on_shirt & sleeve] = UPPER_CLOTHES
+    labels[head > 0] = head[head > 0]
+    details = np.where(np.isin(labels, (EYE_CODE, MOUTH_CODE)), labels, 0)
+    labels[details > 0] = FACE
+    return labels, details
+
+
+def colour_person(rng, labels, details, warped_rgb, colours):
+    """Person RGB uint8 from the labels: flat part colours, the warped shirt, dark outlines,
+    a soft light gradient and sensor noise (so the image is not trivially flat)."""
+    lut = np.zeros((256, 3), np.float32)
+    lut[BACKGROUND], lut[HAIR], lut[PANTS] = colours.background, colours.hair, colours.pants
+    lut[FACE], lut[RIGHT_ARM], lut[LEFT_ARM] = colours.skin, colours.skin * 0.97, colours.skin * 0.94
+    lut[[RIGHT_LEG, LEFT_LEG]] = colours.skin * 0.92
+    lut[[RIGHT_SHOE, LEFT_SHOE]] = colours.shoes
+    lut[EYE_CODE], lut[MOUTH_CODE] = (45, 30, 28), colours.skin * np.array([0.75, 0.5, 0.5])
+    rgb = lut[np.where(details > 0, details, labels)]
+    on_shirt = labels == UPPER_CLOTHES
+    rgb[on_shirt] = warped_rgb[on_shirt]
+
+    edges = np.zeros(labels.shape, bool)
+    edges[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edges[1:] |= labels[1:] != labels[:-1]
+    rgb[edges] *= 0.85
+
+    ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH].astype(np.float32)
+    gx, gy = rng.uniform(-0.06, 0.06, 2)
+    light = 1 + gx * (xs / IMAGE_WIDTH - 0.5) * 2 + gy * (ys / IMAGE_HEIGHT - 0.5) * 2
+    noise = rng.standard_normal(rgb.shape, dtype=np.float32) * rng.uniform(1.5, 3.5)
+    return np.clip(rgb * light[..., None] + noise, 0, 255).astype(np.uint8)
+
+
+def shirt_stack(texture, parts):
+    """Channels warped together: shirt mask, sleeve mask, neck opening, then the texture
+    premultiplied by the mask (so bilinear edges do not pick up the white background)."""
+    on_shirt = ((parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)).astype(np.float32)
+    return np.dstack([on_shirt, (parts == SHIRT_SLEEVE).astype(np.float32),
+                      (parts == NECK_OPENING).astype(np.float32), texture * on_shirt[..., None]])
+
+
+def unpremultiply(warped_stack):
+    coverage = np.maximum(warped_stack[..., :1], 1e-6)
+    return warped_stack[..., 3:] / coverage
+
+
+# ----------------------------------------------------------------------------------------
+# One person, end to end
+# ----------------------------------------------------------------------------------------
+
+def person_rng(seed, split, index):
+    """The generator of one person: depends only on (seed, split, index)."""
+    return np.random.default_rng([seed, SPLITS.index(split), 1, index])
+
+
+def save_parse(labels, path):
+    image = Image.fromarray(labels.astype(np.uint8), 'L')
+    image.putpalette([channel for colour in LIP_PALETTE for channel in colour])
+    image.save(path)
+
+
+def save_keypoints(keypoints, path):
+    people = [{'pose_keypoints': keypoints, 'face_keypoints': [],
+               'hand_left_keypoints': [], 'hand_right_keypoints': []}]
+    with open(path, 'w') as f:
+        json.dump({'version': 1.0, 'people': people}, f)
+
+
+def generate_person(task):
+    """Draw one person and their shirt, write the six files, return (id, warp_params entry)."""
+    dataroot, split, index, person_id, seed, textured, occluded = task
+    rng = person_rng(seed, split, index)
+    figure = sample_figure(rng, occluded)
+    colours = sample_colours(rng)
+    texture_kind = TEXTURES[rng.integers(len(TEXTURES))] if textured else SOLID
+    shape = sample_shirt_shape(rng)
+    params = {
+        'cloth': f'{person_id}_1.jpg', 'texture': texture_kind, 'textured': textured,
+        'arms_cross': bool(figure.crossing_arms), 'crossing_arms': list(figure.crossing_arms),
+        'shirt': shape,
+        'affine': sample_placement(rng, shape, figure).tolist(),
+        'tps_offsets': sample_tps_offsets(rng).tolist(),
+    }
+
+    parts = draw_shirt_parts(shape)
+    texture = render_texture(rng, texture_kind, shape)
+    cloth, cloth_mask = in_shop_images(rng, texture, parts)
+    warped = warp_to_person(shirt_stack(texture, parts), params)
+    labels, details = compose_labels(draw_back_layer(figure), draw_arm_layer(figure),
+                                     draw_head_layer(figure), warped)
+    person = colour_person(rng, labels, details, unpremultiply(warped), colours)
+
+    folder = osp.join(dataroot, split)
+    Image.fromarray(person).save(osp.join(folder, 'image', f'{person_id}_0.jpg'), quality=JPEG_QUALITY)
+    save_parse(labels, osp.join(folder, 'image-parse', f'{person_id}_0.png'))
+    Image.fromarray(((labels > 0) * 255).astype(np.uint8)).save(osp.join(folder, 'image-mask', f'{person_id}_0.png'))
+    Image.fromarray(cloth).save(osp.join(folder, 'cloth', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
+    Image.fromarray(cloth_mask).save(osp.join(folder, 'cloth-mask', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
+    save_keypoints(figure_keypoints(figure, rng), osp.join(folder, 'pose', f'{person_id}_0_keypoints.json'))
+    return person_id, params
+
+
+# ----------------------------------------------------------------------------------------
+# The dataset
+# ----------------------------------------------------------------------------------------
+
+def chosen_indices(rng, count, share):
+    """Exactly round(share * count) of range(count), chosen at random, as a set."""
+    return set(rng.permutation(count)[:int(round(share * count))].tolist())
+
+
+def plan_split(seed, split, count, textured_share, occluded_share):
+    """(textured flags, occluded flags, cyclic derangement for the unpaired list)."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 0])
+    textured, occluded = chosen_indices(rng, count, textured_share), chosen_indices(rng, count, occluded_share)
+    # Giving each person the next one's shirt in a random cycle leaves nobody with their own.
+    cycle = rng.permutation(count)
+    other = np.empty(count, dtype=np.intp)
+    other[cycle] = np.roll(cycle, -1)
+    return ([i in textured for i in range(count)], [i in occluded for i in range(count)], other.tolist())
+
+
+def existing_dataset_entries(dataroot):
+    names = PAIR_LISTS + SPLITS + (MARKER_FILE,)
+    return [name for name in names if osp.exists(osp.join(dataroot, name))]
+
+
+def prepare_dataroot(dataroot, overwrite):
+    """Make the output folders; replace an existing dataset only if asked and only if we made it."""
+    existing = existing_dataset_entries(dataroot)
+    if existing:
+        if not overwrite:
+            raise DatasetExistsError(
+                f'{dataroot} already holds a dataset ({", ".join(existing)}); refusing to overwrite it. '
+                f'Pass --overwrite to replace it, or choose another --dataroot.')
+        if not osp.isfile(osp.join(dataroot, MARKER_FILE)):
+            raise DatasetExistsError(
+                f'{dataroot} holds a dataset ({", ".join(existing)}) that synthetic_data.py did not make '
+                f'(no {MARKER_FILE}); refusing to delete it even with --overwrite. '
+                f'Choose another --dataroot, or remove it yourself.')
+        for name in existing:
+            path = osp.join(dataroot, name)
+            shutil.rmtree(path) if osp.isdir(path) else os.remove(path)
+    for split in SPLITS:
+        for sub in SUBFOLDERS:
+            os.makedirs(osp.join(dataroot, split, sub), exist_ok=True)
+
+
+def write_lines(path, lines):
+    with open(path, 'w') as f:
+        f.writelines(line + '\n' for line in lines)
+
+
+def write_pair_lists(dataroot, train_ids, test_ids, test_other):
+    write_lines(osp.join(dataroot, 'train_pairs.txt'), [f'{i}_0.jpg {i}_1.jpg' for i in train_ids])
+    paired = [f'{i}_0.jpg {i}_1.jpg' for i in test_ids]
+    unpaired = [f'{i}_0.jpg {test_ids[j]}_1.jpg' for i, j in zip(test_ids, test_other)]
+    write_lines(osp.join(dataroot, 'test_pairs_paired.txt'), paired)
+    write_lines(osp.join(dataroot, 'test_pairs_unpaired.txt'), unpaired)
+    write_lines(osp.join(dataroot, 'test_pairs.txt'), unpaired + paired)
+
+
+def write_json(path, content):
+    with open(path, 'w') as f:
+        json.dump(content, f, indent=1)
+
+
+WARP_PARAMS_DESCRIPTION = (
+    'Per person id: cloth (in-shop file), texture (solid|stripes_h|stripes_v|checks|logo), textured, '
+    'arms_cross, crossing_arms, shirt (silhouette parameters in shirt-image pixels), affine (2x3, shirt '
+    'pixel (x, y, 1) -> person pixel), tps_offsets ([5][5][2] shirt pixels at a 5x5 control grid spanning '
+    'the shirt image, rows from the top): person pixel p shows shirt point q + tps(q), q = affine^-1 p. '
+    'synthetic_data.ground_truth_warped_mask(params) redraws the warped shirt mask.')
+
+
+def run_tasks(tasks, workers):
+    if workers <= 1 or len(tasks) < 2:
+        return [generate_person(task) for task in tasks]
+    with multiprocessing.Pool(workers) as pool:
+        return pool.map(generate_person, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+
+
+def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occluded_share=0.3,
+                     overwrite=False, workers=1):
+    """Write the dataset (see the module docstring) and return a summary dict.
+
+    Same arguments -> byte-identical files, whatever `workers` is. Raises DatasetExistsError
+    when `dataroot` already holds a dataset and `overwrite` is false (or it is not ours).
+    """
+    if n_train < 1 or n_test < 2:
+        raise ValueError('need n_train >= 1 and n_test >= 2 (the unpaired list pairs test persons with each other)')
+    for name, share in (('textured_share', textured_share), ('occluded_share', occluded_share)):
+        if not 0 <= share <= 1:
+            raise ValueError(f'{name} must be within [0, 1], got {share}')
+    start = time.perf_counter()
+    prepare_dataroot(dataroot, overwrite)
+
+    ids = {'train': [f'{i + 1:06d}' for i in range(n_train)],
+           'test': [f'{n_train + i + 1:06d}' for i in range(n_test)]}
+    tasks, plans = [], {}
+    for split in SPLITS:
+        plans[split] = plan_split(seed, split, len(ids[split]), textured_share, occluded_share)
+        textured, occluded, _ = plans[split]
+        tasks += [(dataroot, split, i, person_id, seed, textured[i], occluded[i])
+                  for i, person_id in enumerate(ids[split])]
+    results = dict(zip([(task[1], task[3]) for task in tasks], run_tasks(tasks, workers)))
+
+    for split in SPLITS:
+        persons = {person_id: results[(split, person_id)][1] for person_id in ids[split]}
+        write_json(osp.join(dataroot, split, 'warp_params.json'),
+                   {'description': WARP_PARAMS_DESCRIPTION, 'tps_grid_size': TPS_GRID_SIZE, 'persons': persons})
+    write_pair_lists(dataroot, ids['train'], ids['test'], plans['test'][2])
+    settings = {'generator': 'synthetic_data.py', 'seed': seed, 'n_train': n_train, 'n_test': n_test,
+                'textured_share': textured_share, 'occluded_share': occluded_share}
+    write_json(osp.join(dataroot, MARKER_FILE), settings)
+
+    seconds = time.perf_counter() - start
+    return dict(settings, dataroot=dataroot, seconds=seconds, pairs_per_second=(n_train + n_test) / seconds,
+                textured={split: sum(plans[split][0]) for split in SPLITS},
+                occluded={split: sum(plans[split][1]) for split in SPLITS})
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--dataroot', required=True, help='output folder, e.g. demo/data')
+    parser.add_argument('--n_train', type=int, default=200)
+    parser.add_argument('--n_test', type=int, default=20)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--textured_share', type=float, default=0.5,
+                        help='fraction of shirts that are striped, checked or carry a logo (rest: solid)')
+    parser.add_argument('--occluded_share', type=float, default=0.3,
+                        help='fraction of persons whose forearm(s) cross in front of the torso')
+    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                        help='processes drawing persons (the output does not depend on it)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a dataset that this script wrote earlier in --dataroot')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        summary = generate_dataset(args.dataroot, args.n_train, args.n_test, args.seed,
+                                   textured_share=args.textured_share, occluded_share=args.occluded_share,
+                                   overwrite=args.overwrite, workers=args.workers)
+    except (DatasetExistsError, ValueError) as error:
+        sys.exit(f'synthetic_data.py: {error}')
+    print(f'wrote {summary["n_train"]} train and {summary["n_test"]} test persons '
+          f'({summary["textured"]["train"] + summary["textured"]["test"]} textured shirts, '
+          f'{summary["occluded"]["train"] + summary["occluded"]["test"]} with crossing arms) to '
+          f'{summary["dataroot"]} in {summary["seconds"]:.1f} s: {summary["pairs_per_second"]:.0f} pairs/s '
+          f'with {args.workers} worker(s)')
+
+
+if __name__ == '__main__':
+    main()

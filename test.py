@@ -1,0 +1,101 @@
+"""Run a trained GMM or TOM over a pairs list and write its results.
+
+    python test.py --name gmm_traintest_new --stage GMM --checkpoint checkpoints/gmm_train_new/gmm_final.pth
+    python test.py --name tom_test_new --stage TOM --checkpoint checkpoints/tom_train_new/tom_final.pth
+
+Results go to <result_dir>/<checkpoint file name>/<datamode>/:
+    GMM: warp-cloth/<pair>.jpg (warped cloth, [-1,1] -> 0..255) and warp-mask/<pair>.jpg (0/255)
+    TOM: try-on/<pair>.jpg
+where <pair> = cp_dataset.pair_key(person, cloth), e.g. 000001_0_001744_1.jpg, so that a cloth
+used with several persons (or a person with several clothes) never overwrites another pair's result.
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+
+import torch
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+from cp_dataset import CPDataLoader, CPDataset, pair_key
+from networks import load_checkpoint, select_device
+from train import STAGES, build_model, to_device
+from visualization import board_add_images, save_images
+
+
+def get_opt(argv=None):
+    parser = argparse.ArgumentParser(description='Test CP-VTON (GMM or TOM).')
+    parser.add_argument('--name', default='GMM')
+    parser.add_argument('--gpu_ids', default='', help="'' first GPU if any, else CPU; '0' that GPU; '-1' the CPU")
+    parser.add_argument('-j', '--workers', type=int, default=1)
+    parser.add_argument('-b', '--batch-size', type=int, default=4)
+    parser.add_argument('--dataroot', default='data')
+    parser.add_argument('--datamode', default='test')
+    parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
+    parser.add_argument('--data_list', default='test_pairs.txt')
+    parser.add_argument('--fine_width', type=int, default=192)
+    parser.add_argument('--fine_height', type=int, default=256)
+    parser.add_argument('--radius', type=int, default=5)
+    parser.add_argument('--grid_size', type=int, default=5)
+    parser.add_argument('--tensorboard_dir', type=str, default='tensorboard', help='save tensorboard infos')
+    parser.add_argument('--result_dir', type=str, default='result', help='save result infos')
+    parser.add_argument('--checkpoint', type=str, default='', help='model checkpoint for test')
+    parser.add_argument('--display_count', type=int, default=1)
+    parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
+    return parser.parse_args(argv)
+
+
+def result_folder(opt):
+    return osp.join(opt.result_dir, osp.basename(opt.checkpoint), opt.datamode)
+
+
+def save_gmm_results(inputs, out, folder):
+    names = [pair_key(p, c) for p, c in zip(inputs['im_name'], inputs['c_name'])]
+    save_images(out['warped_cloth'], names, osp.join(folder, 'warp-cloth'))
+    save_images(out['warped_mask'] * 2 - 1, names, osp.join(folder, 'warp-mask'))
+
+
+def save_tom_results(inputs, out, folder):
+    names = [pair_key(p, c) for p, c in zip(inputs['im_name'], inputs['c_name'])]
+    save_images(out['p_tryon'], names, osp.join(folder, 'try-on'))
+
+
+SAVERS = {'GMM': save_gmm_results, 'TOM': save_tom_results}
+
+
+def test(opt):
+    device = select_device(opt.gpu_ids)
+    model = build_model(opt)
+    load_checkpoint(model, opt.checkpoint, device)
+    model.eval()
+    dataset = CPDataset(opt)
+    loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
+    folder = result_folder(opt)
+    print(f'testing {opt.stage} {opt.checkpoint} on {len(dataset)} pairs of {opt.data_list} ({device}) -> {folder}',
+          flush=True)
+    run_stage, visuals = STAGES[opt.stage]
+    save_results = SAVERS[opt.stage]
+    board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name))
+    progress = tqdm(loader.data_loader, desc=f'test {opt.stage}', unit='batch', file=sys.stdout)
+    with torch.inference_mode():
+        for step, batch in enumerate(progress):
+            start = time.time()
+            inputs = to_device(batch, device)
+            out = run_stage(model, inputs)
+            save_results(inputs, out, folder)
+            if (step + 1) % opt.display_count == 0:
+                board_add_images(board, 'combine', visuals(inputs, out), step + 1)
+                progress.set_postfix_str('step: %8d, time: %.3f' % (step + 1, time.time() - start))
+    board.close()
+    print(f'wrote {len(dataset)} results to {folder}', flush=True)
+    return folder
+
+
+def main(argv=None):
+    test(get_opt(argv))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

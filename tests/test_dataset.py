@@ -1,0 +1,73 @@
+"""The dataset returns the original loader's tensors; real VITON files read without error."""
+import torch
+
+from conftest import REFERENCE, VITON_SAMPLES, make_opt, require
+from cp_dataset import CPDataLoader, CPDataset, draw_pose_maps, read_keypoints
+
+TENSOR_KEYS = ('cloth', 'cloth_mask', 'image', 'agnostic', 'parse_cloth', 'shape', 'head', 'pose_image')
+
+
+def test_every_tensor_equals_the_original_loader():
+    expected = torch.load(require(REFERENCE / 'tiny_viton_expected.pt'), weights_only=True)
+    for stage in ('GMM', 'TOM'):
+        dataset = CPDataset(make_opt(dataroot=str(REFERENCE / 'tiny_viton'), stage=stage))
+        assert len(dataset) == 2
+        for item in dataset:
+            reference = expected[stage][item['im_name']]
+            assert item['c_name'] == reference['c_name']
+            for key in TENSOR_KEYS:
+                assert item[key].dtype == reference[key].dtype, key
+                assert torch.equal(item[key], reference[key]), f'{stage} {item["im_name"]} {key}'
+            if stage == 'GMM':
+                assert item['grid_image'].shape == (3, 256, 192)
+                assert item['grid_image'].min() == -1 and item['grid_image'].max() == 1
+            else:
+                assert item['grid_image'] == ''
+
+
+def test_pose_squares_follow_the_original_drawing_rules():
+    keypoints = [[1.0, 50.0, 1.0],      # x exactly 1: skipped
+                 [50.0, 1.0, 1.0],      # y exactly 1: skipped
+                 [0.0, 0.0, 0.0],       # missing
+                 [10.7, 20.2, 1.0],     # corners truncate: x 5..15, y 15..25
+                 [2.5, 254.0, 1.0]]     # clipped by the left and bottom borders
+    pose_map, pose_image = draw_pose_maps(keypoints, 256, 192, 5)
+    assert (pose_map[:3] == -1).all()
+    square = (pose_map[3] == 1).nonzero()
+    assert square[:, 0].min() == 15 and square[:, 0].max() == 25
+    assert square[:, 1].min() == 5 and square[:, 1].max() == 15
+    assert (pose_map[4] == 1).sum() == 8 * 7   # x 0..7, y 249..255
+    assert torch.equal(pose_image[0], pose_map.amax(0))
+
+
+def test_new_openpose_key_is_accepted(tmp_path):
+    path = tmp_path / 'p_keypoints.json'
+    path.write_text('{"people": [{"pose_keypoints_2d": [' + ', '.join(['3.0'] * 54) + ']}]}')
+    assert read_keypoints(str(path)).shape == (18, 3)
+
+
+def check_item_ranges(item):
+    assert item['cloth'].shape == (3, 256, 192) and item['image'].shape == (3, 256, 192)
+    assert item['agnostic'].shape == (22, 256, 192)
+    for key in ('cloth', 'image', 'agnostic', 'parse_cloth', 'head', 'shape', 'pose_image'):
+        assert item[key].min() >= -1 and item[key].max() <= 1, key
+    assert set(item['cloth_mask'].unique().tolist()) <= {0.0, 1.0}
+    assert item['cloth_mask'].sum() > 0, f'{item["c_name"]}: empty cloth mask'
+    assert (item['agnostic'][4:] == 1).any(), f'{item["im_name"]}: no pose keypoint drawn'
+
+
+def test_every_real_viton_sample_reads():
+    root = require(VITON_SAMPLES)
+    for datamode, data_list in (('test', 'test_pairs.txt'), ('train', 'train_pairs.txt')):
+        dataset = CPDataset(make_opt(dataroot=str(root), datamode=datamode, data_list=data_list))
+        assert len(dataset) in (80, 40)
+        for item in dataset:
+            check_item_ranges(item)
+
+
+def test_loader_batches_and_wraps_around():
+    dataset = CPDataset(make_opt(dataroot=str(require(REFERENCE / 'tiny_viton'))))
+    loader = CPDataLoader(make_opt(batch_size=2), dataset)
+    first = loader.next_batch()
+    assert first['agnostic'].shape == (2, 22, 256, 192) and first['im_name'] == ['000001_0.jpg', '000002_0.jpg']
+    assert loader.next_batch()['im_name'] == first['im_name']   # not shuffled without --shuffle
