@@ -21,6 +21,8 @@ Value ranges of an item (H = fine_height, W = fine_width):
 import json
 import os
 import os.path as osp
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,22 +41,12 @@ class DataError(ValueError):
 
 
 def read_pairs(pairs_path):
-    """Read a pairs file: one ``<person>.jpg <cloth>.jpg`` per line. Returns [(im_name, c_name)]."""
-    if not osp.isfile(pairs_path):
-        raise DataError(f'pairs file not found: {pairs_path}. Pass --dataroot and --data_list so that '
-                        f'<dataroot>/<data_list> is a file of "person.jpg cloth.jpg" lines.')
-    pairs = []
-    with open(pairs_path) as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise DataError(f'{pairs_path}, line {line_no}: expected "person.jpg cloth.jpg", '
-                                f'got {line.strip()!r}')
-            pairs.append((fields[0], fields[1]))
-    if not pairs:
-        raise DataError(f'pairs file is empty: {pairs_path}')
+    """Read a pairs file: one ``<person>.jpg <cloth>.jpg`` per line. Returns [(im_name, c_name)].
+
+    Raises DataError listing every malformed line (see ``scan_pairs``)."""
+    pairs, errors = scan_pairs(pairs_path)
+    if errors:
+        raise DataError('\n'.join(str(e) for e in errors))
     return pairs
 
 
@@ -145,6 +137,246 @@ def labels_mask(parse_array, labels):
     return torch.from_numpy(np.isin(parse_array, labels).astype(np.float32))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Loading with safe in-memory fixes. Each *_fixes function decides from a file's header (a parse
+# map's fixes from its mode) what loading must fix; on correct data it returns [] and loading is
+# the original's, bitwise, with nothing decoded twice. data_check.py reports the same fixes as
+# warnings before work starts. Files on disk are never changed.
+
+# The standard LIP colour map: label i is drawn in colour i.
+LIP_PALETTE = (
+    (0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51),
+    (255, 85, 0), (0, 0, 85), (0, 119, 221), (85, 85, 0), (0, 85, 85),
+    (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 255), (51, 170, 221),
+    (0, 255, 255), (85, 255, 170), (170, 255, 85), (255, 255, 0), (255, 170, 0),
+)
+# VITON's parse PNGs carry the same map with the channel values 170, 221 and 255 stored as 169, 220, 254.
+VITON_LIP_PALETTE = tuple(tuple({170: 169, 221: 220, 255: 254}.get(value, value) for value in colour)
+                          for colour in LIP_PALETTE)
+NUM_LIP_LABELS = len(LIP_PALETTE)
+# Colour renderings made with either variant are mapped back; the two variants share no colour of different labels.
+LABEL_OF_LIP_COLOUR = {colour: label for palette in (LIP_PALETTE, VITON_LIP_PALETTE)
+                       for label, colour in enumerate(palette)}
+
+# COCO-18 is BODY_25 without MidHip (8) and the feet (19-24), in the same order.
+BODY_25_TO_COCO_18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+NUM_BODY_25_KEYPOINTS = 25
+
+PHOTO_FILTER = Image.Resampling.LANCZOS    # sharpest when shrinking large photos
+MASK_FILTER = Image.Resampling.BILINEAR    # smooth edges; the mask is binarised (>= 128) afterwards
+LABEL_FILTER = Image.Resampling.NEAREST    # never invents a label between two regions
+ALPHA_MODES = ('RGBA', 'LA', 'PA')
+OPAQUE_MODES_CONVERTIBLE_TO_RGB = ('1', 'L', 'P', 'CMYK', 'YCbCr')
+MODES_CONVERTIBLE_TO_MASK = ('1', 'P', 'RGB')
+LABEL_MAP_MODES = ('P', 'L')               # pixel value = label (a palette PNG's index is its label)
+
+PARSE_FIX = ('save the human parser\'s label map (pixel value = LIP label 0-19) as a palette or grayscale '
+             'PNG, not its colour visualisation')
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """What is wrong with one data file and the fix; ``kind`` groups the same problem across files."""
+    kind: str
+    path: str
+    problem: str
+    fix: str
+
+    def __str__(self):
+        return f'{self.path}: {self.problem}' + (f'. Fix: {self.fix}' if self.fix else '')
+
+
+PAIRS_LINE_FIX = 'write one pair per line: the person photo\'s file name, a space, the cloth photo\'s file name'
+
+
+def scan_pairs(pairs_path):
+    """(pairs, errors) of a pairs file: every malformed line is an error, the other lines are kept."""
+    if not osp.isfile(pairs_path):
+        return [], [FileProblem('missing pairs file', pairs_path, 'file not found',
+                                'pass --dataroot and --data_list so that <dataroot>/<data_list> is the pairs file')]
+    pairs, errors = [], []
+    with open(pairs_path) as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f'{pairs_path}, line {line_no}'
+            if len(fields) != 2:
+                errors.append(FileProblem('malformed pairs line', where,
+                                          f'expected "person.jpg cloth.jpg", got {line.strip()!r}', PAIRS_LINE_FIX))
+            elif not fields[0].endswith('.jpg'):
+                # The loader finds the parse map and the pose by replacing the person's '.jpg'.
+                errors.append(FileProblem('person file name not *.jpg', where, f'{fields[0]!r} does not end in .jpg',
+                                          'name person photos *.jpg (the parse map is <stem>.png, the pose '
+                                          '<stem>_keypoints.json)'))
+            else:
+                pairs.append((fields[0], fields[1]))
+    if not pairs and not errors:
+        errors.append(FileProblem('empty pairs file', pairs_path, 'has no pairs', PAIRS_LINE_FIX))
+    return pairs, errors
+
+
+class DataFileError(DataError):
+    """A DataError about one file that no load-time fix can repair."""
+
+    def __init__(self, kind, path, problem, fix):
+        self.problem = FileProblem(kind, path, problem, fix)
+        super().__init__(str(self.problem))
+
+
+@dataclass(frozen=True)
+class LoadFix(FileProblem):
+    """A problem that loading repairs in memory with ``apply``; ``fix`` says how."""
+    apply: Callable
+
+
+def apply_fixes(value, fixes):
+    for fix in fixes:
+        value = fix.apply(value)
+    return value
+
+
+def composite_on_white(image):
+    return Image.alpha_composite(Image.new('RGBA', image.size, 'white'), image.convert('RGBA')).convert('RGB')
+
+
+def resize_fix(image, path, size, resample, also=''):
+    (width, height), (target_width, target_height) = image.size, size
+    problem = f'is {width}x{height}, the model takes {target_width}x{target_height}'
+    if abs(width * target_height - height * target_width) > 0.01 * height * target_width:
+        problem += ' (another aspect ratio, so it is stretched)'
+    return LoadFix('wrong size', path, problem, f'resized on load ({resample.name}){also}',
+                   lambda im: im.resize(size, resample))
+
+
+def rgb_fix(image, path):
+    if image.mode in ALPHA_MODES or 'transparency' in image.info:
+        # VITON photos have white backgrounds; dropping the alpha channel instead would show
+        # whatever colour lies under the transparent pixels, often black.
+        return LoadFix('transparency', path, f'has transparency (mode {image.mode})',
+                       'composited on white on load, like the white backgrounds of VITON photos',
+                       composite_on_white)
+    if image.mode in OPAQUE_MODES_CONVERTIBLE_TO_RGB:
+        return LoadFix(f'mode {image.mode}, not RGB', path, f'is mode {image.mode}, not RGB',
+                       'converted to RGB on load', lambda im: im.convert('RGB'))
+    raise DataFileError('unsupported image mode', path, f'has mode {image.mode}', 'save it as an 8-bit RGB JPEG')
+
+
+def photo_fixes(image, path, size, scales_keypoints=False):
+    """Fixes that make a person or cloth photo an RGB image of ``size`` (W, H)."""
+    fixes = [rgb_fix(image, path)] if image.mode != 'RGB' else []
+    if image.size != size:
+        also = '; its pose keypoints are scaled by the same factors' if scales_keypoints else ''
+        fixes.append(resize_fix(image, path, size, PHOTO_FILTER, also))
+    return fixes
+
+
+def mask_fixes(image, path, size):
+    """Fixes that make a cloth mask a grayscale image of ``size``, which the caller binarises."""
+    fixes = []
+    if image.mode != 'L':
+        if image.mode not in MODES_CONVERTIBLE_TO_MASK:
+            raise DataFileError('unsupported mask mode', path, f'has mode {image.mode}',
+                                'save it as a grayscale JPEG or PNG, white cloth on black')
+        fixes.append(LoadFix(f'mask mode {image.mode}, not grayscale', path, f'is mode {image.mode}, not L',
+                             'converted to grayscale on load', lambda im: im.convert('L')))
+    if image.size != size:
+        fixes.append(resize_fix(image, path, size, MASK_FILTER, ', then binarised'))
+    return fixes
+
+
+def lip_colours_to_labels(image, path):
+    """A colour rendering in the LIP palette -> its label map (L image); raises if any colour is not LIP's."""
+    rgb = np.asarray(image).astype(np.int32)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colour_codes, pixel_colour = np.unique(codes, return_inverse=True)
+    colours = [(int(code) >> 16, (int(code) >> 8) & 255, int(code) & 255) for code in colour_codes]
+    unknown = [colour for colour in colours if colour not in LABEL_OF_LIP_COLOUR]
+    if unknown:
+        raise DataFileError('parse map is a colour image', path,
+                            f'is an RGB image with {len(unknown)} colours that are not LIP palette colours '
+                            f'(e.g. {unknown[0]}), so no label can be read from it', PARSE_FIX)
+    labels = np.array([LABEL_OF_LIP_COLOUR[colour] for colour in colours], dtype=np.uint8)
+    return Image.fromarray(labels[pixel_colour.reshape(codes.shape)])
+
+
+def parse_fixes(image, path, size):
+    """Fixes that make a parse map a label map of ``size`` (a colour rendering is checked when applied)."""
+    fixes = []
+    if image.mode == 'RGB':
+        fixes.append(LoadFix('parse map is a LIP colour rendering', path, 'is an RGB colour rendering, not a label map',
+                             'its LIP palette colours are mapped back to labels on load',
+                             lambda im: lip_colours_to_labels(im, path)))
+    elif image.mode not in LABEL_MAP_MODES:
+        raise DataFileError('parse map is not a label map', path, f'has mode {image.mode}', PARSE_FIX)
+    if image.size != size:
+        fixes.append(resize_fix(image, path, size, LABEL_FILTER))
+    return fixes
+
+
+def parse_labels(image, fixes, path):
+    """The label array [H,W] of a parse map after its fixes; raises unless every label is one of LIP's."""
+    labels = np.asarray(apply_fixes(image, fixes))
+    if labels.max() >= NUM_LIP_LABELS:
+        outside = [int(label) for label in np.unique(labels) if label >= NUM_LIP_LABELS]
+        raise DataFileError('parse labels outside LIP\'s 0-19', path, f'has the labels {outside}',
+                            'map your parser\'s classes to the 20 LIP labels (0 background ... 19 right shoe)')
+    return labels
+
+
+def read_pose_keypoints(pose_path):
+    """read_keypoints, raising a DataFileError for every way the JSON can be unusable."""
+    try:
+        return read_keypoints(pose_path)
+    except DataError as error:   # its message already says the fix
+        raise DataFileError('unusable pose JSON', pose_path, str(error).removeprefix(f'{pose_path}: '), '') from None
+    except ValueError as error:  # the keypoints are not a list of numbers, 3 per point, or not UTF-8
+        raise DataFileError('unusable pose JSON', pose_path, f'keypoints unreadable ({error})',
+                            're-export it from OpenPose') from None
+
+
+def keypoint_fixes(keypoints, path):
+    """Fixes that make keypoints [K,3] COCO-18; raises for a count other than COCO-18's or BODY_25's."""
+    if len(keypoints) == NUM_POSE_KEYPOINTS:
+        return []
+    if len(keypoints) == NUM_BODY_25_KEYPOINTS:
+        return [LoadFix('BODY_25 keypoints', path, 'has the 25 keypoints of OpenPose BODY_25',
+                        'converted to COCO-18 on load (MidHip and the feet dropped)',
+                        lambda points: points[BODY_25_TO_COCO_18])]
+    raise DataFileError('wrong keypoint count', path,
+                        f'has {len(keypoints)} keypoints; CP-VTON takes OpenPose COCO-18 (18) or BODY_25 (25)',
+                        'run OpenPose with --model_pose COCO or BODY_25 (17 points is the MS-COCO layout of '
+                        'other pose estimators, which has no neck)')
+
+
+def load_photo(path, size, scales_keypoints=False):
+    """RGB person or cloth photo of ``size`` (W, H), and the (x, y) factors it was resized by."""
+    image = Image.open(path)
+    fixed = apply_fixes(image, photo_fixes(image, path, size, scales_keypoints))
+    return fixed, (size[0] / image.width, size[1] / image.height)
+
+
+def load_mask(path, size):
+    """Cloth mask as a grayscale image of ``size``; binarise it with >= 128 as the original did."""
+    image = Image.open(path)
+    return apply_fixes(image, mask_fixes(image, path, size))
+
+
+def load_parse_labels(path, size):
+    """LIP label map [H,W] of ``size``; np.asarray of a palette PNG gives the label indices."""
+    image = Image.open(path)
+    return parse_labels(image, parse_fixes(image, path, size), path)
+
+
+def load_coco18_keypoints(path, scale=(1.0, 1.0)):
+    """COCO-18 keypoints [18,3], x and y multiplied by ``scale``, the factors its photo was resized by."""
+    keypoints = read_pose_keypoints(path)
+    keypoints = apply_fixes(keypoints, keypoint_fixes(keypoints, path))
+    if scale != (1.0, 1.0):
+        keypoints = keypoints * (scale[0], scale[1], 1.0)
+    return keypoints
+
+
 class CPDataset(data.Dataset):
     """Dataset of (person, cloth) pairs. ``opt`` needs: dataroot, datamode, stage ('GMM' or 'TOM'),
     data_list, fine_height, fine_width, radius."""
@@ -191,22 +423,24 @@ class CPDataset(data.Dataset):
         c_name = self.c_names[index]
         im_name = self.im_names[index]
         height, width = self.fine_height, self.fine_width
+        size = (width, height)
 
-        cloth = to_tensor_normalized(Image.open(self.cloth_path(self.cloth_dir, im_name, c_name)))
-        mask_array = np.asarray(Image.open(self.cloth_path(self.mask_dir, im_name, c_name)))
+        cloth_photo, _ = load_photo(self.cloth_path(self.cloth_dir, im_name, c_name), size)
+        cloth = to_tensor_normalized(cloth_photo)
+        mask_array = np.asarray(load_mask(self.cloth_path(self.mask_dir, im_name, c_name), size))
         cloth_mask = torch.from_numpy((mask_array >= 128).astype(np.float32)).unsqueeze(0)
 
-        image = to_tensor_normalized(Image.open(osp.join(self.data_path, 'image', im_name)))
+        person, keypoint_scale = load_photo(osp.join(self.data_path, 'image', im_name), size, scales_keypoints=True)
+        image = to_tensor_normalized(person)
 
-        # np.asarray of a palette PNG gives the label indices, which is what we need.
-        parse_array = np.asarray(Image.open(osp.join(self.data_path, 'image-parse', parse_file_name(im_name))))
+        parse_array = load_parse_labels(osp.join(self.data_path, 'image-parse', parse_file_name(im_name)), size)
         shape = downsampled_body_shape(parse_array, height, width)
         head_mask = labels_mask(parse_array, HEAD_LABELS)
         cloth_region = labels_mask(parse_array, CLOTH_LABELS)
         parse_cloth = image * cloth_region + (1 - cloth_region)   # +1 (white) outside the cloth
         head = image * head_mask - (1 - head_mask)                 # -1 (black) outside the head
 
-        keypoints = read_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)))
+        keypoints = load_coco18_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)), keypoint_scale)
         pose_map, pose_image = draw_pose_maps(keypoints, height, width, self.radius)
 
         agnostic = torch.cat([shape, head, pose_map], 0)

@@ -19,6 +19,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from cp_dataset import CPDataLoader, CPDataset, pair_key
+from data_check import check_only, check_or_exit
 from networks import load_checkpoint, select_device
 from train import STAGES, build_model, to_device
 from visualization import board_add_images, save_images
@@ -43,6 +44,8 @@ def get_opt(argv=None):
     parser.add_argument('--checkpoint', type=str, default='', help='model checkpoint for test')
     parser.add_argument('--display_count', type=int, default=1)
     parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
+    parser.add_argument('--check_data', action='store_true',
+                        help='only check the dataset against the pairs file, report every problem, and exit')
     return parser.parse_args(argv)
 
 
@@ -69,6 +72,7 @@ def test(opt):
     model = build_model(opt)
     load_checkpoint(model, opt.checkpoint, device)
     model.eval()
+    check_or_exit(opt)
     dataset = CPDataset(opt)
     loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
     folder = result_folder(opt)
@@ -93,7 +97,10 @@ def test(opt):
 
 
 def main(argv=None):
-    test(get_opt(argv))
+    opt = get_opt(argv)
+    if opt.check_data:
+        return check_only(opt)
+    test(opt)
     return 0
 
 

@@ -25,6 +25,7 @@ import torch.nn as nn
 from tensorboardX import SummaryWriter
 
 from cp_dataset import CPDataLoader, CPDataset
+from data_check import check_only, check_or_exit
 from networks import (GMM, atomic_torch_save, build_tom, build_vgg_loss, cpu_state_dict, load_checkpoint,
                       read_checkpoint, save_checkpoint, select_device, tom_tryon, unwrap_model, warp, warp_cloth)
 from visualization import board_add_images
@@ -69,6 +70,8 @@ def get_opt(argv=None):
     parser.add_argument('--channels_last', action='store_true', help='channels-last memory format')
     parser.add_argument('--cudnn_benchmark', action='store_true', help='cuDNN autotuning')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--check_data', action='store_true',
+                        help='only check the dataset against the pairs file, report every problem, and exit')
     opt = parser.parse_args(argv)
     for name in ('display_count', 'save_count'):
         if getattr(opt, name) < 1:
@@ -259,6 +262,8 @@ class Trainer:
                  f'lr {opt.lr} ({opt.lr_policy}), amp {opt.amp}, channels_last {opt.channels_last}, '
                  f'compile {opt.compile}')
 
+        # Every rank checks (deterministically), so all stop together on bad data.
+        check_or_exit(opt, self.log)
         self.dataset = CPDataset(opt)
         self.loader = CPDataLoader(opt, self.dataset, rank=self.rank, world_size=self.world_size,
                                    pin_memory=self.device.type == 'cuda')
@@ -384,8 +389,20 @@ class Trainer:
                     return 1
         self.save_model(final_name)
         self.save_resume_state(total)
+        if self.world_size > 1:
+            self.log(f'processes in sync: largest parameter difference between ranks {self.rank_divergence():.3g}')
         self.log(f'finished: {osp.join(run_dir(opt), final_name)}')
         return 0
+
+    def rank_divergence(self):
+        """Largest difference of any parameter between any rank and rank 0 (0 when DDP works)."""
+        divergence = torch.zeros((), device=self.device)
+        for param in self.model.parameters():
+            reference = param.detach().clone()
+            dist.broadcast(reference, src=0)
+            divergence = torch.maximum(divergence, (param.detach() - reference).abs().max())
+        dist.all_reduce(divergence, op=dist.ReduceOp.MAX)
+        return divergence.item()
 
     def stop_requested(self, stop):
         """Whether any process got SIGINT/SIGTERM (all must stop at the same step)."""
@@ -406,6 +423,8 @@ class Trainer:
 
 def main(argv=None):
     opt = get_opt(argv)
+    if opt.check_data:
+        return check_only(opt)
     trainer = Trainer(opt)
     try:
         return trainer.train()

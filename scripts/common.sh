@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Settings shared by step1..step5, sourced by each. Every value can be set from the environment,
+# which is how scripts/demo.sh drives the same scripts on synthetic data.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python}"
+DATAROOT="${DATAROOT:-data}"
+CHECKPOINT_DIR="${CHECKPOINT_DIR:-checkpoints}"
+TENSORBOARD_DIR="${TENSORBOARD_DIR:-tensorboard}"
+RESULT_DIR="${RESULT_DIR:-result}"
+LOG_DIR="${LOG_DIR:-logs}"
+WORKERS="${WORKERS:-4}"
+SAVE_COUNT="${SAVE_COUNT:-5000}"
+GMM_KEEP_STEP="${GMM_KEEP_STEP:-100000}"
+GMM_DECAY_STEP="${GMM_DECAY_STEP:-100000}"
+TOM_KEEP_STEP="${TOM_KEEP_STEP:-100000}"
+TOM_DECAY_STEP="${TOM_DECAY_STEP:-100000}"
+GMM_NAME="${GMM_NAME:-gmm_train_new}"
+GMM_TEST_NAME="${GMM_TEST_NAME:-gmm_traintest_new}"
+TOM_NAME="${TOM_NAME:-tom_train_new}"
+TOM_TEST_NAME="${TOM_TEST_NAME:-tom_test_new}"
+GMM_CHECKPOINT="${GMM_CHECKPOINT:-$CHECKPOINT_DIR/$GMM_NAME/gmm_final.pth}"
+TOM_CHECKPOINT="${TOM_CHECKPOINT:-$CHECKPOINT_DIR/$TOM_NAME/tom_final.pth}"
+# Pair lists tested in steps 2, 3 and 5; test_pairs_paired.txt (same-cloth pairs, for SSIM/LPIPS) is
+# added when the data has it.
+TEST_LISTS="${TEST_LISTS:-test_pairs.txt}"
+if [ -f "$DATAROOT/test_pairs_paired.txt" ] && [[ " $TEST_LISTS " != *" test_pairs_paired.txt "* ]]; then
+    TEST_LISTS="$TEST_LISTS test_pairs_paired.txt"
+fi
+COMMON_ARGS=(--dataroot "$DATAROOT" --tensorboard_dir "$TENSORBOARD_DIR" --workers "$WORKERS")
+
+# run_logged STEP_NAME COMMAND...: runs the command, tee'ing its output into $LOG_DIR/STEP_NAME-<time>.log.
+run_logged() {
+    local step_name="$1"; shift
+    mkdir -p "$LOG_DIR"
+    local log_file="$LOG_DIR/$step_name-$(date +%Y%m%d-%H%M%S).log"
+    echo "[$step_name] $*" | tee "$log_file"
+    "$@" 2>&1 | tee -a "$log_file"
+}
+
+# place_results SRC DST: copies GMM's warp folder SRC to DST (where the TOM stage reads it). A DST
+# that already has files is first moved aside to DST.bak-<time>, and the script says so:
+# nothing of the user's is overwritten or deleted.
+place_results() {
+    local src="$1" dst="$2"
+    if [ ! -d "$src" ]; then
+        echo "error: $src does not exist; run the GMM test first" >&2
+        return 1
+    fi
+    if [ -d "$dst" ] && [ -n "$(ls -A "$dst")" ]; then
+        local backup="$dst.bak-$(date +%Y%m%d-%H%M%S)"
+        mv "$dst" "$backup"
+        echo "note: $dst already existed; moved it to $backup"
+    fi
+    mkdir -p "$(dirname "$dst")"
+    cp -r "$src" "$dst"
+    echo "placed $(ls "$dst" | wc -l) files: $src -> $dst"
+}

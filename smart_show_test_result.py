@@ -1,0 +1,182 @@
+"""Render the test results of a CP-VTON run as comparison strips.
+
+    python smart_show_test_result.py                      # paths of the step scripts
+    python smart_show_test_result.py --dataroot demo/data --result_dir demo/result \
+        --out_simple demo/result_simple --out_verbose demo/result_verbose
+
+For every pair of --data_list:
+    result_simple/src_<person>_dst_<cloth>.png   one row of 7 panels (192x256 each): cloth, cloth mask,
+                                                 person, person parse (LIP colours), warped cloth,
+                                                 warped mask, try-on
+    result_verbose/src_<person>_dst_<cloth>.png  two labelled rows: the inputs (cloth, cloth mask, person,
+                                                 parse, pose) and the outputs (warped cloth, warped mask,
+                                                 warp over person, try-on, person)
+Each pair's results are read from GMM's and TOM's test folders under the pair's key
+(cp_dataset.pair_key), so a cloth worn by several persons is shown correctly for each.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from cp_dataset import LIP_PALETTE, pair_key, parse_file_name, pose_file_name, read_keypoints, read_pairs
+from visualization import save_image_atomic
+
+PANEL_SIZE = (192, 256)  # width, height
+LABEL_HEIGHT = 14
+# Limbs of the COCO-18 skeleton, drawn in the verbose strip's pose panel.
+COCO_LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+              (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+
+
+def get_opt(argv=None):
+    parser = argparse.ArgumentParser(description='Render CP-VTON test results as comparison strips.')
+    parser.add_argument('--dataroot', default='data')
+    parser.add_argument('--datamode', default='test')
+    parser.add_argument('--data_list', default='test_pairs.txt')
+    parser.add_argument('--result_dir', default='result')
+    parser.add_argument('--gmm_checkpoint_name', default='gmm_final.pth',
+                        help='file name of the GMM checkpoint the results were made with')
+    parser.add_argument('--tom_checkpoint_name', default='tom_final.pth')
+    parser.add_argument('--out_simple', default='result_simple')
+    parser.add_argument('--out_verbose', default='result_verbose', help="'' to skip the verbose strips")
+    return parser.parse_args(argv)
+
+
+def strip_name(im_name, c_name):
+    return f'src_{osp.splitext(im_name)[0]}_dst_{osp.splitext(c_name)[0]}.png'
+
+
+def open_panel(path):
+    """An RGB panel of PANEL_SIZE from an image file; a grey panel with a cross where the file is missing."""
+    if not osp.exists(path):
+        panel = Image.new('RGB', PANEL_SIZE, (128, 128, 128))
+        draw = ImageDraw.Draw(panel)
+        draw.line((0, 0) + PANEL_SIZE, fill=(200, 0, 0), width=3)
+        draw.line((0, PANEL_SIZE[1], PANEL_SIZE[0], 0), fill=(200, 0, 0), width=3)
+        return panel
+    image = Image.open(path).convert('RGB')
+    return image if image.size == PANEL_SIZE else image.resize(PANEL_SIZE, Image.BILINEAR)
+
+
+def parse_panel(path):
+    """The LIP label map coloured with the LIP palette."""
+    if not osp.exists(path):
+        return open_panel(path)
+    labels = np.asarray(Image.open(path))
+    if labels.ndim == 3:             # already a colour rendering
+        return open_panel(path)
+    palette = np.asarray(LIP_PALETTE, dtype=np.uint8)
+    return Image.fromarray(palette[np.clip(labels, 0, len(palette) - 1)]).resize(PANEL_SIZE, Image.NEAREST)
+
+
+def pose_panel(pose_path, person):
+    """The person, darkened, with the COCO-18 skeleton drawn over it."""
+    panel = Image.blend(person, Image.new('RGB', PANEL_SIZE), 0.5)
+    if not osp.exists(pose_path):
+        return panel
+    keypoints = read_keypoints(pose_path)
+    draw = ImageDraw.Draw(panel)
+    visible = [x > 1 and y > 1 for x, y, _ in keypoints]
+    for a, b in COCO_LIMBS:
+        if a < len(keypoints) and b < len(keypoints) and visible[a] and visible[b]:
+            draw.line(tuple(keypoints[a][:2]) + tuple(keypoints[b][:2]), fill=(255, 220, 0), width=2)
+    for (x, y, _), seen in zip(keypoints, visible):
+        if seen:
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(255, 60, 60))
+    return panel
+
+
+def hstack(panels):
+    strip = Image.new('RGB', (PANEL_SIZE[0] * len(panels), PANEL_SIZE[1]))
+    for i, panel in enumerate(panels):
+        strip.paste(panel, (i * PANEL_SIZE[0], 0))
+    return strip
+
+
+def labelled_row(panels, labels):
+    """Panels side by side with a caption above each."""
+    row = Image.new('RGB', (PANEL_SIZE[0] * len(panels), PANEL_SIZE[1] + LABEL_HEIGHT), (255, 255, 255))
+    draw = ImageDraw.Draw(row)
+    for i, (panel, label) in enumerate(zip(panels, labels)):
+        draw.text((i * PANEL_SIZE[0] + 3, 1), label, fill=(0, 0, 0))
+        row.paste(panel, (i * PANEL_SIZE[0], LABEL_HEIGHT))
+    return row
+
+
+def vstack(rows):
+    canvas = Image.new('RGB', (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
+    top = 0
+    for row in rows:
+        canvas.paste(row, (0, top))
+        top += row.height
+    return canvas
+
+
+class PairFiles:
+    """Paths of everything shown for one pair."""
+
+    def __init__(self, opt, im_name, c_name):
+        data = osp.join(opt.dataroot, opt.datamode)
+        key = pair_key(im_name, c_name)
+        gmm = osp.join(opt.result_dir, opt.gmm_checkpoint_name, opt.datamode)
+        self.cloth = osp.join(data, 'cloth', c_name)
+        self.cloth_mask = osp.join(data, 'cloth-mask', c_name)
+        self.person = osp.join(data, 'image', im_name)
+        self.parse = osp.join(data, 'image-parse', parse_file_name(im_name))
+        self.pose = osp.join(data, 'pose', pose_file_name(im_name))
+        self.warp_cloth = osp.join(gmm, 'warp-cloth', key)
+        self.warp_mask = osp.join(gmm, 'warp-mask', key)
+        self.tryon = osp.join(opt.result_dir, opt.tom_checkpoint_name, opt.datamode, 'try-on', key)
+
+
+def simple_strip(files):
+    """7 panels: cloth, cloth mask, person, parse, warped cloth, warped mask, try-on."""
+    return hstack([open_panel(files.cloth), open_panel(files.cloth_mask), open_panel(files.person),
+                   parse_panel(files.parse), open_panel(files.warp_cloth), open_panel(files.warp_mask),
+                   open_panel(files.tryon)])
+
+
+def verbose_strip(files):
+    """Row 1: the inputs; row 2: the outputs, with the warp laid over the person."""
+    person = open_panel(files.person)
+    warped = open_panel(files.warp_cloth)
+    inputs = labelled_row([open_panel(files.cloth), open_panel(files.cloth_mask), person, parse_panel(files.parse),
+                           pose_panel(files.pose, person)], ['cloth', 'cloth mask', 'person', 'parse', 'pose'])
+    outputs = labelled_row([warped, open_panel(files.warp_mask), Image.blend(warped, person, 0.5),
+                            open_panel(files.tryon), person],
+                           ['warped cloth', 'warped mask', 'warp over person', 'try-on', 'person'])
+    return vstack([inputs, outputs])
+
+
+def render_strips(opt):
+    """Write the strips of every pair; returns the number of pairs whose result files were missing."""
+    pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
+    outputs = [(opt.out_simple, simple_strip)] + ([(opt.out_verbose, verbose_strip)] if opt.out_verbose else [])
+    for folder, _ in outputs:
+        os.makedirs(folder, exist_ok=True)
+    incomplete = 0
+    for im_name, c_name in tqdm(pairs, desc='strips', unit='pair', file=sys.stdout):
+        files = PairFiles(opt, im_name, c_name)
+        incomplete += not all(osp.exists(p) for p in (files.warp_cloth, files.warp_mask, files.tryon))
+        for folder, render in outputs:
+            save_image_atomic(render(files), osp.join(folder, strip_name(im_name, c_name)))
+    return len(pairs), incomplete
+
+
+def main(argv=None):
+    opt = get_opt(argv)
+    count, incomplete = render_strips(opt)
+    print(f'wrote {count} strips to {opt.out_simple}' + (f' and {opt.out_verbose}' if opt.out_verbose else ''))
+    if incomplete:
+        print(f'warning: {incomplete} pairs lack GMM or TOM results (shown as crossed grey panels); '
+              f'run steps 2 and 5 on {opt.data_list} first')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
