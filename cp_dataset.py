@@ -94,14 +94,17 @@ def read_keypoints(pose_path):
     raise DataError(f'{pose_path}: no keypoints; expected one of the keys {POSE_KEYS}')
 
 
-def draw_pose_maps(keypoints, height, width, radius):
+def draw_pose_maps(keypoints, height, width, radius, out=None):
     """Keypoints [K,3] -> (pose_map [K,H,W], pose_image [1,H,W]), both -1 background and +1 squares.
 
     As the original (PIL's rectangle with float corners, truncated to int, both ends
     inclusive), a point is drawn only if x > 1 and y > 1, as a square of 2*radius+1
-    pixels clipped at the image border.
+    pixels clipped at the image border. ``out`` ([K,H,W]) receives the maps in place, which
+    spares the dataset a copy into the agnostic tensor.
     """
-    pose_map = torch.full((len(keypoints), height, width), -1.0)
+    pose_map = torch.empty((len(keypoints), height, width)) if out is None else out
+    pose_map.fill_(-1.0)
+    pose_image = torch.full((1, height, width), -1.0)
     for i, (x, y, _confidence) in enumerate(keypoints):
         if not (x > 1 and y > 1):
             continue
@@ -109,7 +112,7 @@ def draw_pose_maps(keypoints, height, width, radius):
         y0, y1 = max(int(y - radius), 0), min(int(y + radius), height - 1)
         if x0 <= x1 and y0 <= y1:
             pose_map[i, y0:y1 + 1, x0:x1 + 1] = 1.0
-    pose_image = pose_map.amax(dim=0, keepdim=True) if len(keypoints) else torch.full((1, height, width), -1.0)
+            pose_image[0, y0:y1 + 1, x0:x1 + 1] = 1.0
     return pose_map, pose_image
 
 
@@ -434,16 +437,17 @@ class CPDataset(data.Dataset):
         image = to_tensor_normalized(person)
 
         parse_array = load_parse_labels(osp.join(self.data_path, 'image-parse', parse_file_name(im_name)), size)
-        shape = downsampled_body_shape(parse_array, height, width)
+        keypoints = load_coco18_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)), keypoint_scale)
+        # agnostic = [shape (1), head (3), pose maps (18)], each part written in place: building it
+        # with torch.cat costed more than the rest of the item together.
+        agnostic = torch.empty((4 + len(keypoints), height, width))
+        shape, head = agnostic[0:1], agnostic[1:4]
+        shape.copy_(downsampled_body_shape(parse_array, height, width))
         head_mask = labels_mask(parse_array, HEAD_LABELS)
         cloth_region = labels_mask(parse_array, CLOTH_LABELS)
         parse_cloth = image * cloth_region + (1 - cloth_region)   # +1 (white) outside the cloth
-        head = image * head_mask - (1 - head_mask)                 # -1 (black) outside the head
-
-        keypoints = load_coco18_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)), keypoint_scale)
-        pose_map, pose_image = draw_pose_maps(keypoints, height, width, self.radius)
-
-        agnostic = torch.cat([shape, head, pose_map], 0)
+        head.copy_(image * head_mask - (1 - head_mask))            # -1 (black) outside the head
+        _, pose_image = draw_pose_maps(keypoints, height, width, self.radius, out=agnostic[4:])
         return {
             'c_name': c_name,            # for visualisation
             'im_name': im_name,          # for visualisation or ground truth
@@ -492,22 +496,63 @@ class ResumableSampler(data.Sampler):
         return len(self.epoch_indices()) - self.start
 
 
+def shared_memory_free_bytes(path='/dev/shm'):
+    """Free bytes in the shared-memory file system, or None where there is none (not Linux)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def item_bytes(item):
+    return sum(v.numel() * v.element_size() for v in item.values() if torch.is_tensor(v))
+
+
+def workers_that_fit(workers, batch_bytes, free_bytes, log=print):
+    """(workers, prefetch_factor) whose batches in flight fit in half the free shared memory.
+
+    DataLoader workers hand their batches to the main process through /dev/shm (torch's
+    'file_descriptor' sharing strategy, the Linux default, which we keep). Containers often
+    give /dev/shm 64 MB (Docker's default), less than the 4 workers x 2 prefetched batches x
+    ~34 MB of a CP-VTON batch: the process then dies with a bus error, which is what the seed
+    reproduction hit. Fewer batches in flight avoid that; the log says what was reduced.
+    """
+    if workers == 0 or free_bytes is None:
+        return workers, None if workers == 0 else 2
+    budget = free_bytes // 2
+    for prefetch in (2, 1):
+        if workers * prefetch * batch_bytes <= budget:
+            break
+    fitting = max(0, min(workers, budget // (prefetch * batch_bytes)))
+    if (fitting, prefetch) != (workers, 2):
+        log(f'warning: /dev/shm has {free_bytes / 2**20:.0f} MB free, too little for {workers} workers x 2 batches '
+            f'of {batch_bytes / 2**20:.0f} MB; using {fitting} worker(s), prefetch {prefetch}. For more, give the '
+            f'container more shared memory (docker run --shm-size=1g).')
+    return fitting, (prefetch if fitting else None)
+
+
 class CPDataLoader:
     """Endless batch iterator over a CPDataset. ``opt`` needs: batch_size, workers, shuffle (and
     optionally seed). Batches are [B,...] versions of the dataset's items.
 
     The original always shuffled (also in test runs, whatever --shuffle said); here the
     order is shuffled only when ``opt.shuffle`` is set. ``state()`` / ``load_state()`` save
-    and restore the position in the data, for resuming.
+    and restore the position in the data, for resuming. Workers are persistent, and their
+    number is lowered where /dev/shm is too small for them (see ``workers_that_fit``).
     """
 
-    def __init__(self, opt, dataset, rank=0, world_size=1, pin_memory=False):
+    def __init__(self, opt, dataset, rank=0, world_size=1, pin_memory=False, log=print):
         super().__init__()
         self.sampler = ResumableSampler(len(dataset), opt.shuffle, seed=getattr(opt, 'seed', None) or 0,
                                         rank=rank, world_size=world_size)
+        workers, prefetch = opt.workers, None
+        if workers > 0:
+            workers, prefetch = workers_that_fit(workers, item_bytes(dataset[0]) * opt.batch_size,
+                                                 shared_memory_free_bytes(), log)
         self.data_loader = data.DataLoader(
-            dataset, batch_size=opt.batch_size, shuffle=False, sampler=self.sampler,
-            num_workers=opt.workers, pin_memory=pin_memory, persistent_workers=opt.workers > 0)
+            dataset, batch_size=opt.batch_size, shuffle=False, sampler=self.sampler, num_workers=workers,
+            pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=prefetch)
         self.dataset = dataset
         self.batch_size = opt.batch_size
         self.samples_done = 0   # samples of the current epoch already handed out

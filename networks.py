@@ -184,8 +184,10 @@ class TpsGridGen(nn.Module):
         self.register_buffer('control_points', torch.stack([p_x, p_y]), persistent=False)  # [2, N]
 
     def forward(self, theta):
-        q = theta.reshape(theta.size(0), 2, self.N) + self.control_points.to(theta.dtype)  # [B, 2, N]
-        grid = torch.matmul(self.basis.to(theta.dtype), q.transpose(1, 2))                  # [B, H*W, 2]
+        # Always float32, also under --amp: in bf16 the grid would move by up to ~1 pixel.
+        with torch.autocast(device_type=theta.device.type, enabled=False):
+            q = theta.float().reshape(theta.size(0), 2, self.N) + self.control_points   # [B, 2, N]
+            grid = torch.matmul(self.basis, q.transpose(1, 2))                          # [B, H*W, 2]
         return grid.reshape(theta.size(0), self.out_h, self.out_w, 2)
 
 

@@ -2,7 +2,7 @@
 
     python smart_show_test_result.py                      # paths of the step scripts
     python smart_show_test_result.py --dataroot demo/data --result_dir demo/result \
-        --out_simple demo/result_simple --out_verbose demo/result_verbose
+        --out_simple demo/result_simple --out_verbose demo/result_verbose --annotate_ssim
 
 For every pair of --data_list:
     result_simple/src_<person>_dst_<cloth>.png   one row of 7 panels (192x256 each): cloth, cloth mask,
@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from cp_dataset import LIP_PALETTE, pair_key, parse_file_name, pose_file_name, read_keypoints, read_pairs
+from evaluate import ssim_score
 from visualization import save_image_atomic
 
 PANEL_SIZE = (192, 256)  # width, height
@@ -44,6 +45,9 @@ def get_opt(argv=None):
     parser.add_argument('--tom_checkpoint_name', default='tom_final.pth')
     parser.add_argument('--out_simple', default='result_simple')
     parser.add_argument('--out_verbose', default='result_verbose', help="'' to skip the verbose strips")
+    parser.add_argument('--annotate_ssim', action='store_true',
+                        help="write each pair's try-on SSIM against the person photo on its strips (a ground-truth "
+                             "score for same-cloth pairs only)")
     return parser.parse_args(argv)
 
 
@@ -153,6 +157,22 @@ def verbose_strip(files):
     return vstack([inputs, outputs])
 
 
+def tryon_ssim(files):
+    """SSIM of the pair's try-on against the person photo (evaluate.py's setting), None without a try-on."""
+    if not osp.exists(files.tryon):
+        return None
+    return ssim_score(np.asarray(open_panel(files.tryon)), np.asarray(open_panel(files.person)))
+
+
+def annotate(strip, text):
+    """The strip with ``text`` on a white band in its top-left corner."""
+    draw = ImageDraw.Draw(strip)
+    left, top, right, bottom = draw.textbbox((4, 4), text)
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(255, 255, 255))
+    draw.text((4, 4), text, fill=(0, 0, 0))
+    return strip
+
+
 def render_strips(opt):
     """Write the strips of every pair; returns the number of pairs whose result files were missing."""
     pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
@@ -163,8 +183,12 @@ def render_strips(opt):
     for im_name, c_name in tqdm(pairs, desc='strips', unit='pair', file=sys.stdout):
         files = PairFiles(opt, im_name, c_name)
         incomplete += not all(osp.exists(p) for p in (files.warp_cloth, files.warp_mask, files.tryon))
+        ssim = tryon_ssim(files) if opt.annotate_ssim else None
         for folder, render in outputs:
-            save_image_atomic(render(files), osp.join(folder, strip_name(im_name, c_name)))
+            strip = render(files)
+            if ssim is not None:
+                strip = annotate(strip, f'SSIM {ssim:.3f}')
+            save_image_atomic(strip, osp.join(folder, strip_name(im_name, c_name)))
     return len(pairs), incomplete
 
 

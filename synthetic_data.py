@@ -37,19 +37,24 @@ Value conventions:
     labelled 13 (face), as VITON's LIP parses label them; 10 (jumpsuit) is never used.
     Hands are part of the arms (LIP has no hand label).
   * Label 5 is exactly where the warped shirt is visible: the warped shirt mask minus the
-    pixels that arms (outside the sleeves) and the head cover.
+    pixels that the head and the arms cover. Arms lie over the shirt below the armpits
+    and under its sleeves and shoulders.
   * Keypoints outside the image, and ears hidden under hair, are 0, 0, 0.
+  * Same arguments -> byte-identical files: each person draws from its own generator,
+    seeded by (seed, split, index), so persons can be drawn in parallel (--workers).
 
-The warp (see ``warp_to_person``): for a person pixel p, the shirt point shown there is
+The warp (see ``warp_planes``): for a person pixel p, the shirt point shown there is
 ``s = q + tps(q)`` with ``q = A^-1 p``; ``A`` (2x3, "affine") maps shirt-image pixels to
-person pixels and places the shirt's shoulders on the person's shoulders and its hem below
+person pixels and places the shirt's shoulders on the person's shoulders and its hem at
 the hips; ``tps`` is the thin-plate spline that interpolates the "tps_offsets" (shirt
-pixels) given at a 5x5 grid of control points spanning the shirt image. So the person
-pixel ``A(c_k)`` shows the shirt point ``c_k + offset_k``. ``ground_truth_warped_mask``
-reproduces the warped shirt mask (before occlusion) from a person's parameters.
+pixels) given at a 5x5 grid of control points spanning the shirt image (evaluated every
+4 person pixels, linear in between). So the person pixel ``A(c_k)`` shows the shirt point
+``c_k + offset_k``. ``ground_truth_warped_mask`` rebuilds the warped shirt mask (before
+occlusion) from a person's entry in warp_params.json.
 """
 import argparse
 import colorsys
+import ctypes
 import json
 import math
 import multiprocessing
@@ -62,18 +67,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from cp_dataset import VITON_LIP_PALETTE as LIP_PALETTE
+from networks import tps_control_points, tps_inverse_system, tps_radial_kernel
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 192, 256
 JPEG_QUALITY = 75
+PNG_COMPRESS_LEVEL = 1     # label maps compress almost as well as at the default 6, much faster
 
-# LIP colour map as VITON's parse PNGs store it (254 where the usual LIP table says 255).
-LIP_PALETTE = [
-    (0, 0, 0), (128, 0, 0), (254, 0, 0), (0, 85, 0), (169, 0, 51),
-    (254, 85, 0), (0, 0, 85), (0, 119, 220), (85, 85, 0), (0, 85, 85),
-    (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 254), (51, 169, 220),
-    (0, 254, 254), (85, 254, 169), (169, 254, 85), (254, 254, 0), (254, 169, 0),
-]
 BACKGROUND, HAIR, UPPER_CLOTHES, PANTS, FACE = 0, 2, 5, 9, 13
 LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, LEFT_SHOE, RIGHT_SHOE = 14, 15, 16, 17, 18, 19
 
@@ -84,12 +87,16 @@ PAIR_LISTS = ('train_pairs.txt', 'test_pairs.txt', 'test_pairs_paired.txt', 'tes
 MARKER_FILE = 'synthetic_dataset.json'
 SUBFOLDERS = ('image', 'image-parse', 'image-mask', 'cloth', 'cloth-mask', 'pose')
 
-# Shirt-frame part labels (never written to disk).
-SHIRT_BODY, SHIRT_SLEEVE, NECK_OPENING = 1, 2, 3
+# Shirt-frame part labels (never written to disk): the shirt below the armpits, the part
+# that lies over the arms (sleeves and shoulders), and the neck opening.
+SHIRT_BODY, SHIRT_OVER_ARMS, NECK_OPENING = 1, 2, 3
 # Head-layer codes for facial details; they become FACE in the parse map.
 EYE_CODE, MOUTH_CODE = 250, 251
 
+GLIBC_M_TRIM_THRESHOLD, GLIBC_M_MMAP_THRESHOLD = -1, -3   # mallopt parameters (see keep_freed_memory)
+
 TPS_GRID_SIZE = 5
+TPS_EVALUATION_STEP = 4   # pixels between exact TPS evaluations (see source_points)
 
 SKIN_TONES = [(255, 224, 196), (241, 194, 164), (224, 172, 138), (198, 134, 100),
               (161, 102, 74), (120, 76, 54), (92, 58, 42)]
@@ -102,6 +109,34 @@ SHOE_COLOURS = [(30, 30, 30), (235, 235, 235), (120, 80, 50), (190, 40, 40)]
 
 class DatasetExistsError(FileExistsError):
     """The target folder already holds a dataset that we may not replace."""
+
+
+# ----------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------
+
+def point(x, y):
+    """A 2-D point or vector as a float64 array."""
+    return np.array([x, y], dtype=np.float64)
+
+
+@lru_cache(maxsize=1)
+def pixel_grid():
+    """(ys, xs) float32 [H,W] pixel coordinates, computed once (read-only)."""
+    ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH].astype(np.float32)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
+def uniform_noise(rng, shape, std):
+    """Zero-mean noise, float32, uniform over 256 levels, with standard deviation ~`std`.
+
+    Made from random bytes: several times faster than rng.random or rng.normal.
+    """
+    noise = np.frombuffer(rng.bytes(math.prod(shape)), np.uint8).astype(np.float32)
+    noise -= 127.5
+    noise *= std * math.sqrt(12) / 256
+    return noise.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,15 +174,12 @@ class Figure:
 
 @dataclass
 class Colours:
+    """The flat colours (float RGB) of one person's parts and background."""
     background: np.ndarray
     skin: np.ndarray
     hair: np.ndarray
     pants: np.ndarray
     shoes: np.ndarray
-
-
-def point(x, y):
-    return np.array([x, y], dtype=np.float64)
 
 
 def direction(angle_deg, side):
@@ -174,6 +206,7 @@ def sample_arm(rng, shoulder, side, unit, crossing):
 
 
 def choose_crossing_arms(rng, occluded):
+    """Which forearms cross the torso: none, one at random, or (35%) both."""
     if not occluded:
         return ()
     if rng.random() < 0.35:
@@ -226,6 +259,7 @@ def pick(rng, choices, jitter):
 
 
 def sample_colours(rng):
+    """A light, slightly tinted background and random skin, hair, pants and shoe colours."""
     grey = rng.uniform(215, 248)
     return Colours(background=np.clip(grey + rng.uniform(-6, 6, 3), 0, 255),
                    skin=pick(rng, SKIN_TONES, 8), hair=pick(rng, HAIR_COLOURS, 10),
@@ -237,8 +271,8 @@ def face_features(figure):
     (fx, fy), (half_w, half_h) = figure.face_center, figure.face_half
     shifted_x = fx + figure.feature_shift
     nose = point(shifted_x, fy + 0.15 * half_h)
-    r_eye, l_eye = point(shifted_x - 0.38 * half_w, fy - 0.1 * half_h), point(shifted_x + 0.38 * half_w, fy - 0.1 * half_h)
-    r_ear, l_ear = point(fx - 0.98 * half_w, fy + 0.05 * half_h), point(fx + 0.98 * half_w, fy + 0.05 * half_h)
+    r_eye, l_eye = (point(shifted_x + side * 0.38 * half_w, fy - 0.1 * half_h) for side in (-1, 1))
+    r_ear, l_ear = (point(fx + side * 0.98 * half_w, fy + 0.05 * half_h) for side in (-1, 1))
     return nose, r_eye, l_eye, r_ear, l_ear
 
 
@@ -264,19 +298,24 @@ def figure_keypoints(figure, rng):
 # ----------------------------------------------------------------------------------------
 
 def new_layer():
+    """An empty label image (mode L) and a drawing context on it."""
     image = Image.new('L', (IMAGE_WIDTH, IMAGE_HEIGHT), 0)
     return image, ImageDraw.Draw(image)
 
 
 def ellipse_box(center, half_w, half_h):
+    """PIL bounding box of an ellipse."""
     return [center[0] - half_w, center[1] - half_h, center[0] + half_w, center[1] + half_h]
 
 
-def draw_limb(draw, start, end, width, label):
-    """A thick segment with round ends."""
-    draw.line([tuple(start), tuple(end)], fill=label, width=max(1, int(round(width))))
-    for p in (start, end):
-        draw.ellipse(ellipse_box(p, width / 2, width / 2), fill=label)
+def draw_limb(draw, start, end, start_width, end_width, label):
+    """A segment tapering from start_width to end_width, with round ends."""
+    along = (end - start) / np.linalg.norm(end - start)
+    across = point(-along[1], along[0]) / 2
+    draw.polygon([tuple(start + start_width * across), tuple(end + end_width * across),
+                  tuple(end - end_width * across), tuple(start - start_width * across)], fill=label)
+    for center, width in ((start, start_width), (end, end_width)):
+        draw.ellipse(ellipse_box(center, width / 2, width / 2), fill=label)
 
 
 def draw_back_layer(figure):
@@ -292,8 +331,8 @@ def draw_back_layer(figure):
     legs = ((figure.r_hip, figure.r_knee, figure.r_ankle, RIGHT_LEG, RIGHT_SHOE, -1),
             (figure.l_hip, figure.l_knee, figure.l_ankle, LEFT_LEG, LEFT_SHOE, +1))
     for hip, knee, ankle, leg_label, shoe_label, side in legs:
-        draw_limb(draw, hip, knee, 0.62 * u, leg_label)
-        draw_limb(draw, knee, ankle, 0.45 * u, leg_label)
+        draw_limb(draw, hip, knee, 0.62 * u, 0.45 * u, leg_label)
+        draw_limb(draw, knee, ankle, 0.45 * u, 0.34 * u, leg_label)
         draw.ellipse(ellipse_box(ankle + point(side * 0.12 * u, 0.15 * u), 0.3 * u, 0.14 * u), fill=shoe_label)
     waist_y, hip_y = figure.r_hip[1] - 0.3 * u, (figure.r_hip[1] + figure.l_hip[1]) / 2
     outer = (figure.l_hip[0] - figure.r_hip[0]) / 2 + 0.3 * u
@@ -302,13 +341,13 @@ def draw_back_layer(figure):
                   (mid_x, hip_y + 0.45 * u), (mid_x - outer, hip_y)], fill=PANTS)
     for hip, knee, ankle, *_ in legs:
         if figure.shorts:
-            draw_limb(draw, hip, hip + 0.6 * (knee - hip), 0.7 * u, PANTS)
+            draw_limb(draw, hip, hip + 0.6 * (knee - hip), 0.7 * u, 0.64 * u, PANTS)
         else:
-            draw_limb(draw, hip, knee, 0.7 * u, PANTS)
-            draw_limb(draw, knee, ankle, 0.53 * u, PANTS)
+            draw_limb(draw, hip, knee, 0.7 * u, 0.53 * u, PANTS)
+            draw_limb(draw, knee, ankle, 0.53 * u, 0.45 * u, PANTS)
 
-    neck_top_y = fy
-    draw.polygon([(figure.neck[0] - 0.24 * u, neck_top_y), (figure.neck[0] + 0.24 * u, neck_top_y),
+    # The neck, from behind the face to under the collar, widening into the shoulders.
+    draw.polygon([(figure.neck[0] - 0.24 * u, fy), (figure.neck[0] + 0.24 * u, fy),
                   (figure.neck[0] + 0.34 * u, figure.neck[1] + 0.1 * u),
                   (figure.neck[0] - 0.34 * u, figure.neck[1] + 0.1 * u)], fill=FACE)
     return np.asarray(layer)
@@ -322,8 +361,10 @@ def draw_arm_layer(figure):
             ('left', figure.l_shoulder, figure.l_elbow, figure.l_wrist, LEFT_ARM)]
     arms.sort(key=lambda arm: arm[0] in figure.crossing_arms)
     for _, shoulder, elbow, wrist, label in arms:
-        draw_limb(draw, shoulder, elbow, 0.36 * u, label)
-        draw_limb(draw, elbow, wrist, 0.3 * u, label)
+        # Start a little below the joint so the round end stays under the shirt's shoulder.
+        upper_arm = (elbow - shoulder) / np.linalg.norm(elbow - shoulder)
+        draw_limb(draw, shoulder + 0.2 * u * upper_arm, elbow, 0.4 * u, 0.33 * u, label)
+        draw_limb(draw, elbow, wrist, 0.33 * u, 0.26 * u, label)
         along = (wrist - elbow) / np.linalg.norm(wrist - elbow)
         draw.ellipse(ellipse_box(wrist + 0.2 * u * along, 0.17 * u, 0.17 * u), fill=label)
     return np.asarray(layer)
@@ -342,7 +383,7 @@ def draw_head_layer(figure):
     draw.chord(ellipse_box(fringe_center, 1.1 * half_w, 0.75 * half_h), 180, 360, fill=HAIR)
     _, r_eye, l_eye, _, _ = face_features(figure)
     for eye in (r_eye, l_eye):
-        draw.ellipse(ellipse_box(eye, 0.06 * u, 0.045 * u), fill=EYE_CODE)
+        draw.ellipse(ellipse_box(eye, 0.05 * u, 0.035 * u), fill=EYE_CODE)
     mouth_x, mouth_y = fx + figure.feature_shift, fy + 0.52 * half_h
     draw.line([(mouth_x - 0.1 * u, mouth_y), (mouth_x + 0.1 * u, mouth_y)], fill=MOUTH_CODE,
               width=max(1, int(round(0.04 * u))))
@@ -356,10 +397,12 @@ def draw_head_layer(figure):
 def sample_shirt_shape(rng):
     """Parameters of a flat T-shirt silhouette in the 192x256 shirt image (pixels)."""
     shoulder_half = rng.uniform(48, 58)
-    sleeve_angle = rng.uniform(30, 50)
-    sleeve_length = rng.uniform(28, 42)
-    # The cuff must stay outside the armpit, or the sleeve folds over itself.
-    max_cuff = 0.75 * sleeve_length / math.tan(math.radians(sleeve_angle))
+    armpit_inset = rng.uniform(6, 14)
+    sleeve_angle = rng.uniform(40, 62)
+    sleeve_length = rng.uniform(24, 38)
+    # The cuff's inner end must stay outside the armpit, or the sleeve folds over itself.
+    angle = math.radians(sleeve_angle)
+    max_cuff = 0.85 * (sleeve_length * math.cos(angle) + armpit_inset) / math.sin(angle)
     round_neck = bool(rng.random() < 0.6)
     return {
         'center_x': IMAGE_WIDTH / 2 + rng.uniform(-3, 3),
@@ -369,34 +412,41 @@ def sample_shirt_shape(rng):
         'neck_depth': rng.uniform(8, 18) if round_neck else rng.uniform(18, 34),
         'shoulder_half': shoulder_half,
         'shoulder_drop': rng.uniform(6, 14),
-        'armpit_half': shoulder_half - rng.uniform(4, 10),
+        'armpit_half': shoulder_half - armpit_inset,
         'armpit_drop': rng.uniform(40, 52),
         'hem_half': shoulder_half + rng.uniform(-12, 2),
         'hem_y': rng.uniform(212, 240),
         'sleeve_length': sleeve_length,
         'sleeve_angle': sleeve_angle,
-        'cuff_width': min(rng.uniform(22, 30), max_cuff),
+        'cuff_width': min(rng.uniform(20, 30), max_cuff),
     }
 
 
 def shirt_shoulder_y(shape):
+    """Height of the shirt's shoulder points (its affine anchor) in the shirt image."""
     return shape['neck_y'] + shape['shoulder_drop']
 
 
 def shirt_polygons(shape):
-    """(body polygon, [right sleeve, left sleeve], neck opening polygon) as (x, y) lists."""
+    """(body, shoulders, [right sleeve, left sleeve], neck opening) polygons as (x, y) lists.
+
+    The body polygon is the whole shirt but the sleeves; "shoulders" is its part above the
+    armpits, which covers the top of the arms on the person."""
     cx, neck_y = shape['center_x'], shape['neck_y']
     shoulder_y = shirt_shoulder_y(shape)
     armpit_y = shoulder_y + shape['armpit_drop']
+    neck_half, neck_depth = shape['neck_half'], shape['neck_depth']
     if shape['neck_style'] == 'round':
         angles = np.linspace(0, math.pi, 9)
-        neckline = [(cx + shape['neck_half'] * math.cos(a), neck_y + shape['neck_depth'] * math.sin(a)) for a in angles]
+        neckline = [(cx + neck_half * math.cos(a), neck_y + neck_depth * math.sin(a)) for a in angles]
     else:
-        neckline = [(cx + shape['neck_half'], neck_y), (cx, neck_y + shape['neck_depth']), (cx - shape['neck_half'], neck_y)]
-    body = [(cx - shape['neck_half'], neck_y), (cx - shape['shoulder_half'], shoulder_y),
-            (cx - shape['armpit_half'], armpit_y), (cx - shape['hem_half'], shape['hem_y']),
-            (cx + shape['hem_half'], shape['hem_y']), (cx + shape['armpit_half'], armpit_y),
-            (cx + shape['shoulder_half'], shoulder_y)] + neckline
+        neckline = [(cx + neck_half, neck_y), (cx, neck_y + neck_depth), (cx - neck_half, neck_y)]
+    left_side = [(cx - neck_half, neck_y), (cx - shape['shoulder_half'], shoulder_y),
+                 (cx - shape['armpit_half'], armpit_y)]
+    right_side = [(cx + shape['armpit_half'], armpit_y), (cx + shape['shoulder_half'], shoulder_y)]
+    hem = [(cx - shape['hem_half'], shape['hem_y']), (cx + shape['hem_half'], shape['hem_y'])]
+    body = left_side + hem + right_side + neckline
+    shoulders = left_side + right_side + neckline
     angle = math.radians(shape['sleeve_angle'])
     sleeves = []
     for side in (-1, +1):
@@ -405,23 +455,29 @@ def shirt_polygons(shape):
         inner_cuff = outer_cuff + shape['cuff_width'] * point(-side * math.sin(angle), math.cos(angle))
         sleeves.append([tuple(shoulder), tuple(outer_cuff), tuple(inner_cuff),
                         (cx + side * shape['armpit_half'], armpit_y)])
-    return body, sleeves, neckline
+    return body, shoulders, sleeves, neckline
+
+
+def shirt_mask(parts):
+    """Shirt-frame part labels -> float32 0/1 mask of the shirt (body and sleeves)."""
+    return ((parts == SHIRT_BODY) | (parts == SHIRT_OVER_ARMS)).astype(np.float32)
 
 
 def draw_shirt_parts(shape):
-    """Shirt-frame part labels: SHIRT_BODY, SHIRT_SLEEVE, NECK_OPENING, 0 elsewhere."""
-    body, sleeves, neckline = shirt_polygons(shape)
+    """Shirt-frame part labels: SHIRT_BODY, SHIRT_OVER_ARMS, NECK_OPENING, 0 elsewhere."""
+    body, shoulders, sleeves, neckline = shirt_polygons(shape)
     layer, draw = new_layer()
-    for sleeve in sleeves:
-        draw.polygon(sleeve, fill=SHIRT_SLEEVE)
     draw.polygon(body, fill=SHIRT_BODY)
+    for polygon in sleeves + [shoulders]:
+        draw.polygon(polygon, fill=SHIRT_OVER_ARMS)
     draw.polygon(neckline, fill=NECK_OPENING)
     return np.asarray(layer)
 
 
 def random_colour(rng, min_value=0.25, max_value=0.88):
+    """A random fabric colour, float32 RGB; `value` bounds keep it off pure black and white."""
     hue, saturation, value = rng.random(), rng.uniform(0.2, 0.9), rng.uniform(min_value, max_value)
-    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value), dtype=np.float32) * 255
 
 
 def stripe_mask(coordinate, rng):
@@ -432,6 +488,7 @@ def stripe_mask(coordinate, rng):
 
 @lru_cache(maxsize=8)
 def logo_font(size):
+    """Pillow's built-in font at `size` pixels (cached: loading it is slow)."""
     return ImageFont.load_default(size=size)
 
 
@@ -455,79 +512,95 @@ def draw_logo(rng, shape):
         draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)], fill=1)
     else:
         letter = chr(ord('A') + int(rng.integers(26)))
-        draw.text((cx, cy), letter, fill=1, font=logo_font(int(size * 1.3)), anchor='mm')
+        draw.text((cx, cy), letter, fill=1, font=logo_font(int(size * 1.5)), anchor='mm',
+                  stroke_width=int(size / 12), stroke_fill=1)   # the default font is thin
     return np.asarray(layer).astype(bool)
 
 
-def render_texture(rng, kind, shape):
-    """Fabric colours [H,W,3] float in the shirt frame for a texture kind, with soft folds."""
-    ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH].astype(np.float32)
-    base, other = random_colour(rng), random_colour(rng, 0.15, 0.95)
+def texture_pattern(rng, kind, shape):
+    """Where the second colour shows, [H,W] float32 in [0, 1] (None for a solid shirt)."""
+    ys, xs = pixel_grid()
     if kind == 'stripes_h':
-        texture = np.where(stripe_mask(ys, rng)[..., None], other, base)
-    elif kind == 'stripes_v':
-        texture = np.where(stripe_mask(xs, rng)[..., None], other, base)
-    elif kind == 'checks':
-        # Gingham: where one set of stripes crosses the other, the colour is darkest.
-        crossings = stripe_mask(xs, rng).astype(np.float32) + stripe_mask(ys, rng)
-        texture = base + (crossings[..., None] / 2) * (other - base)
-    elif kind == 'logo':
-        texture = np.where(draw_logo(rng, shape)[..., None], other, base)
-    else:
-        texture = np.broadcast_to(base, (IMAGE_HEIGHT, IMAGE_WIDTH, 3))
+        return stripe_mask(ys, rng).astype(np.float32)
+    if kind == 'stripes_v':
+        return stripe_mask(xs, rng).astype(np.float32)
+    if kind == 'checks':
+        # Gingham: the second colour where the two stripe sets cross, half of it where one does.
+        return (stripe_mask(xs, rng).astype(np.float32) + stripe_mask(ys, rng)) / 2
+    if kind == 'logo':
+        return draw_logo(rng, shape).astype(np.float32)
+    return None
+
+
+def render_texture(rng, kind, shape):
+    """Fabric colours [3,H,W] float32 over the whole shirt image, with soft folds."""
+    ys, xs = pixel_grid()
+    base, other = random_colour(rng), random_colour(rng, 0.15, 0.95)
+    pattern = texture_pattern(rng, kind, shape)
     fold_angle, wavelength = rng.uniform(0, math.pi), rng.uniform(40, 90)
-    folds = 1 + rng.uniform(0.02, 0.05) * np.sin(
-        2 * math.pi * (xs * math.cos(fold_angle) + ys * math.sin(fold_angle)) / wavelength + rng.uniform(0, 2 * math.pi))
-    return (texture * folds[..., None]).astype(np.float32)
+    fold_phase = (xs * math.cos(fold_angle) + ys * math.sin(fold_angle)) * (2 * math.pi / wavelength)
+    folds = 1 + rng.uniform(0.02, 0.05) * np.sin(fold_phase + rng.uniform(0, 2 * math.pi))
+    texture = np.empty((3, IMAGE_HEIGHT, IMAGE_WIDTH), np.float32)
+    for channel in range(3):
+        plane = folds * base[channel]
+        if pattern is not None:
+            plane += folds * pattern * (other[channel] - base[channel])
+        texture[channel] = plane
+    return texture
 
 
 def in_shop_images(rng, texture, parts):
-    """The in-shop cloth (RGB uint8 on white, with mild noise) and its mask (uint8 0/255)."""
-    on_shirt = (parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)
-    noise = rng.standard_normal((IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.float32) * 1.5
-    cloth = np.where(on_shirt[..., None], texture + noise, 255)
-    return np.clip(cloth, 0, 255).astype(np.uint8), on_shirt.astype(np.uint8) * 255
+    """The in-shop cloth (RGB uint8 [H,W,3] on white, with mild noise) and its mask (uint8 0/255)."""
+    off_shirt = shirt_mask(parts) == 0
+    cloth = uniform_noise(rng, texture.shape, 1.5)
+    cloth += texture
+    for plane in cloth:
+        np.copyto(plane, 255, where=off_shirt)
+    return interleave(cloth), (~off_shirt).astype(np.uint8) * 255
+
+
+def interleave(planes):
+    """Float planes [3,H,W] -> RGB uint8 [H,W,3], clipped to 0..255 (clips `planes` in place)."""
+    channels = np.clip(planes, 0, 255, out=planes).astype(np.uint8)
+    rgb = np.empty(channels.shape[1:] + (3,), np.uint8)
+    for index, channel in enumerate(channels):   # faster than a transposed copy
+        rgb[..., index] = channel
+    return rgb
 
 
 # ----------------------------------------------------------------------------------------
 # The warp: affine placement + thin-plate spline
 # ----------------------------------------------------------------------------------------
 
-def tps_control_points():
-    """The 5x5 control grid in normalised shirt coordinates [-1, 1], row-major from the top."""
-    axis = np.linspace(-1, 1, TPS_GRID_SIZE)
-    grid_x, grid_y = np.meshgrid(axis, axis)
-    return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+@lru_cache(maxsize=1)
+def tps_system():
+    """The 5x5 control grid [N,2] (x varying slowest, as in the GMM) and the inverse of its TPS system
+    matrix, both from networks.py so that the generator's spline is the GMM's, as float64 numpy arrays."""
+    p_x, p_y = tps_control_points(TPS_GRID_SIZE)
+    control = np.stack([p_x.numpy(), p_y.numpy()], axis=1).astype(np.float64)
+    return control, tps_inverse_system(p_x, p_y).double().numpy()
 
 
 def tps_radial(squared_distance):
-    """U(r) = r^2 log r^2 (0 at r = 0)."""
-    return squared_distance * np.log(np.maximum(squared_distance, 1e-20))
-
-
-@lru_cache(maxsize=1)
-def tps_system_inverse():
-    """Inverse of the TPS interpolation matrix [[K, P], [P^T, 0]] for the fixed control grid."""
-    control = tps_control_points()
-    n = len(control)
-    kernel = tps_radial(((control[:, None] - control[None]) ** 2).sum(-1))
-    affine_part = np.hstack([np.ones((n, 1)), control])
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n], system[:n, n:], system[n:, :n] = kernel, affine_part, affine_part.T
-    return np.linalg.inv(system)
+    """U(r) = r^2 log r^2 (0 at r = 0), networks.tps_radial_kernel on a numpy array."""
+    return tps_radial_kernel(torch.from_numpy(squared_distance)).numpy()
 
 
 def to_normalised(points):
+    """Shirt pixels [N,2] -> the [-1, 1] coordinates of the TPS control grid."""
     return points / np.array([IMAGE_WIDTH - 1, IMAGE_HEIGHT - 1]) * 2 - 1
 
 
 def tps_displacement(points, offsets):
-    """Displacement (pixels) at shirt-frame points [N,2] of the TPS that interpolates
-    `offsets` [5,5,2] (pixels) at the control grid."""
-    control = tps_control_points()
-    values = np.vstack([np.asarray(offsets, dtype=np.float64).reshape(-1, 2), np.zeros((3, 2))])
-    weights = tps_system_inverse() @ values
-    normalised = to_normalised(points)
+    """Displacement (pixels, float32 [N,2]) at shirt-frame points [N,2] of the TPS that
+    interpolates `offsets` [5,5,2] (pixels) at the control grid."""
+    control, system_inverse = tps_system()
+    control = control.astype(np.float32)
+    # offsets are [row, column, xy]; the control points run with x slowest, so columns go first.
+    values = np.vstack([np.asarray(offsets, dtype=np.float64).transpose(1, 0, 2).reshape(-1, 2), np.zeros((3, 2))])
+    # float32 halves the time; its rounding is ~1e-5 pixel.
+    weights = (system_inverse @ values).astype(np.float32)
+    normalised = to_normalised(points).astype(np.float32)
     squared = ((normalised[:, None, 0] - control[None, :, 0]) ** 2
                + (normalised[:, None, 1] - control[None, :, 1]) ** 2)
     return (tps_radial(squared) @ weights[:-3] + weights[-3]
@@ -544,17 +617,17 @@ def sample_tps_offsets(rng):
 
 def sample_placement(rng, shape, figure):
     """Affine [2,3] from shirt pixels to person pixels: shirt shoulders a little outside and
-    above the shoulder keypoints, hem 0.2..0.6 head heights below the hips, slight shear."""
+    above the shoulder keypoints, hem -0.05..0.3 head heights below the hips, slight shear."""
     u = figure.unit
     across = figure.l_shoulder - figure.r_shoulder
     across /= np.linalg.norm(across)
     down = point(-across[1], across[0])
-    outward, lift = u * rng.uniform(0.08, 0.18), u * rng.uniform(0.04, 0.1)
+    outward, lift = u * rng.uniform(0.08, 0.18), u * rng.uniform(0.1, 0.16)
     r_target = figure.r_shoulder - outward * across - lift * down
     l_target = figure.l_shoulder + outward * across - lift * down
     middle = (r_target + l_target) / 2
     hip_middle = (figure.r_hip + figure.l_hip) / 2
-    hem_distance = (hip_middle - middle) @ down + u * rng.uniform(0.2, 0.6)
+    hem_distance = (hip_middle - middle) @ down + u * rng.uniform(-0.05, 0.3)
     scale_x = np.linalg.norm(l_target - r_target) / (2 * shape['shoulder_half'])
     scale_y = hem_distance / (shape['hem_y'] - shirt_shoulder_y(shape))
     sheared_down = down + rng.uniform(-0.06, 0.06) * across
@@ -566,7 +639,7 @@ def sample_placement(rng, shape, figure):
 def warp_bounding_box(params):
     """Person-frame box (x0, y0, x1, y1), end-exclusive, outside which the warped shirt is empty:
     the shirt's bounding box, grown by twice the largest offset, mapped by the affine."""
-    body, sleeves, _ = shirt_polygons(params['shirt'])
+    body, _, sleeves, _ = shirt_polygons(params['shirt'])
     corners = np.array(body + [p for sleeve in sleeves for p in sleeve])
     margin = 2 * np.abs(np.asarray(params['tps_offsets'])).max() + 2
     (x0, y0), (x1, y1) = corners.min(0) - margin, corners.max(0) + margin
@@ -578,41 +651,81 @@ def warp_bounding_box(params):
             int(np.clip(hi[0], 0, IMAGE_WIDTH)), int(np.clip(hi[1], 0, IMAGE_HEIGHT)))
 
 
-def sample_bilinear(stack, xs, ys):
-    """Bilinear samples [N,C] of stack [H,W,C] at float pixel positions; zero outside."""
-    height, width = stack.shape[:2]
-    padded = np.pad(stack, ((1, 1), (1, 1), (0, 0)))
-    xs = np.clip(xs + 1, 0, width + 1)
-    ys = np.clip(ys + 1, 0, height + 1)
-    x0 = np.minimum(np.floor(xs).astype(np.intp), width)
-    y0 = np.minimum(np.floor(ys).astype(np.intp), height)
-    wx = (xs - x0).astype(np.float32)[:, None]
-    wy = (ys - y0).astype(np.float32)[:, None]
-    top = padded[y0, x0] * (1 - wx) + padded[y0, x0 + 1] * wx
-    bottom = padded[y0 + 1, x0] * (1 - wx) + padded[y0 + 1, x0 + 1] * wx
-    return top * (1 - wy) + bottom * wy
+def interpolate_rows(values, count, step):
+    """Linear interpolation of `values` [n,m], known every `step` rows, at rows 0..count-1."""
+    position = np.arange(count, dtype=np.float32) / step
+    below = np.minimum(position.astype(np.intp), len(values) - 2)
+    weight = (position - below)[:, None]
+    return values[below] * (1 - weight) + values[below + 1] * weight
 
 
-def warp_to_person(stack, params):
-    """Warp a shirt-frame array [H,W,C] into the person frame with a person's warp parameters.
+def source_points(params, box):
+    """Shirt-frame positions (xs, ys), float32 [h,w] each, shown at the person pixels of
+    `box`: q + tps(q) with q = A^-1 p.
 
-    For each person pixel p (pixel centres at integer coordinates): q = A^-1 p, and the
-    value is the bilinear sample of `stack` at q + tps(q); zero outside the shirt image and
-    outside ``warp_bounding_box``. Returns float32 [H,W,C].
+    The TPS is evaluated every TPS_EVALUATION_STEP pixels and interpolated linearly in
+    between, which moves positions by up to ~0.25 pixel from the exact spline (most near
+    control points). The ground truth is this warp, so it stays exact.
     """
-    stack = np.asarray(stack, dtype=np.float32)
-    if stack.ndim == 2:
-        stack = stack[..., None]
-    x0, y0, x1, y1 = warp_bounding_box(params)
-    warped = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, stack.shape[2]), np.float32)
-    if x1 <= x0 or y1 <= y0:
-        return warped
-    ys, xs = np.mgrid[y0:y1, x0:x1]
-    person_points = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    x0, y0, x1, y1 = box
+    step = TPS_EVALUATION_STEP
+    coarse_x = x0 + step * np.arange((x1 - 1 - x0) // step + 2)
+    coarse_y = y0 + step * np.arange((y1 - 1 - y0) // step + 2)
+    grid_x, grid_y = np.meshgrid(coarse_x, coarse_y)
+    person_points = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float64)
     affine = np.asarray(params['affine'])
     shirt_points = (person_points - affine[:, 2]) @ np.linalg.inv(affine[:, :2]).T
-    source = shirt_points + tps_displacement(shirt_points, params['tps_offsets'])
-    warped[y0:y1, x0:x1] = sample_bilinear(stack, source[:, 0], source[:, 1]).reshape(y1 - y0, x1 - x0, -1)
+    source = (shirt_points + tps_displacement(shirt_points, params['tps_offsets'])).astype(np.float32)
+    planes = []
+    for coordinate in source.T:
+        coarse = coordinate.reshape(len(coarse_y), len(coarse_x))
+        # Rows first, while the array is small; float32 keeps the big one small too.
+        planes.append(interpolate_rows(interpolate_rows(coarse, y1 - y0, step).T, x1 - x0, step).T)
+    return planes
+
+
+class BilinearTaps:
+    """Where and how much of the four neighbours a bilinear sample at (xs, ys) reads, for
+    reuse across channels. Positions outside the image read zeros."""
+
+    def __init__(self, xs, ys):
+        width, height = IMAGE_WIDTH, IMAGE_HEIGHT
+        xs = np.clip(xs + 1, 0, width + 1)       # +1: coordinates in the zero-padded plane
+        ys = np.clip(ys + 1, 0, height + 1)
+        x0 = np.minimum(xs.astype(np.intp), width)
+        y0 = np.minimum(ys.astype(np.intp), height)
+        self.wx = (xs - x0).astype(np.float32)
+        self.wy = (ys - y0).astype(np.float32)
+        self.top_left = y0 * (width + 2) + x0
+        self.bottom_left = self.top_left + width + 2
+
+    def sample(self, plane):
+        """Samples [N] float32 of one [H,W] plane."""
+        # Channel by channel, with np.take: several times faster than fancy indexing of
+        # [H,W,C], whose large temporaries dominate the time.
+        flat = np.pad(np.asarray(plane, dtype=np.float32), 1).ravel()
+        top_left, bottom_left = np.take(flat, self.top_left), np.take(flat, self.bottom_left)
+        top = top_left + (np.take(flat, self.top_left + 1) - top_left) * self.wx
+        bottom = bottom_left + (np.take(flat, self.bottom_left + 1) - bottom_left) * self.wx
+        return top + (bottom - top) * self.wy
+
+
+def warp_planes(planes, params):
+    """Warp shirt-frame planes (a list of [H,W] arrays) into the person frame with one
+    person's warp parameters (an entry of warp_params.json). Returns a list of float32 [H,W].
+
+    Person pixel p (pixel centres at integer coordinates) gets the bilinear sample of each
+    plane at ``source_points``; zero where that lies outside the shirt image, and outside
+    ``warp_bounding_box``.
+    """
+    x0, y0, x1, y1 = box = warp_bounding_box(params)
+    warped = [np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH), np.float32) for _ in planes]
+    if x1 <= x0 or y1 <= y0:
+        return warped
+    source_x, source_y = source_points(params, box)
+    taps = BilinearTaps(source_x.ravel(), source_y.ravel())
+    for plane, out in zip(planes, warped):
+        out[y0:y1, x0:x1] = taps.sample(plane).reshape(y1 - y0, x1 - x0)
     return warped
 
 
@@ -625,12 +738,10 @@ def ground_truth_warped_mask(params):
     """The ground-truth warped shirt mask [H,W] bool for one person's entry in warp_params.json.
 
     It is the shirt silhouette redrawn from params['shirt'], warped by params['affine'] and
-    params['tps_offsets'] (see ``warp_to_person``), before arms and head occlude it. Where
+    params['tps_offsets'] (see ``warp_planes``), before arms and head occlude it. Where
     nothing covers the shirt, it equals the parse map's label 5 exactly.
     """
-    parts = draw_shirt_parts(params['shirt'])
-    on_shirt = ((parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)).astype(np.float32)
-    return covered(warp_to_person(on_shirt, params)[..., 0])
+    return covered(warp_planes([shirt_mask(draw_shirt_parts(params['shirt']))], params)[0])
 
 
 def load_warp_params(dataroot, split):
@@ -643,15 +754,16 @@ def load_warp_params(dataroot, split):
 # Composing the person
 # ----------------------------------------------------------------------------------------
 
-def compose_labels(back, arms, head, warped_parts):
+def compose_labels(back, arms, head, on_shirt, over_arms, opening):
     """Parse labels [H,W] and the facial-detail codes, from the layers back to front:
-    back layer, neck opening skin, shirt, arms, sleeves, head."""
-    on_shirt, sleeve, opening = (covered(warped_parts[..., i]) for i in range(3))
+    back layer, skin in the neck opening, shirt, arms, the shirt's sleeves and shoulders,
+    head. The last three arguments are the warped shirt, over-arms and neck-opening masks
+    (bool)."""
     labels = back.copy()
     labels[opening & ~on_shirt] = FACE
     labels[on_shirt] = UPPER_CLOTHES
     labels[arms > 0] = arms[arms > 0]
-    labels[on_shirt & sleeve] = UPPER_CLOTHES
+    labels[on_shirt & over_arms] = UPPER_CLOTHES
     labels[head > 0] = head[head > 0]
     details = np.where(np.isin(labels, (EYE_CODE, MOUTH_CODE)), labels, 0)
     labels[details > 0] = FACE
@@ -659,41 +771,41 @@ def compose_labels(back, arms, head, warped_parts):
 
 
 def colour_person(rng, labels, details, warped_rgb, colours):
-    """Person RGB uint8 from the labels: flat part colours, the warped shirt, dark outlines,
-    a soft light gradient and sensor noise (so the image is not trivially flat)."""
+    """Person RGB uint8 [H,W,3] from the labels: flat part colours, the warped shirt
+    ([3,H,W]), dark outlines, a soft light gradient and sensor noise (so it is not
+    trivially flat)."""
     lut = np.zeros((256, 3), np.float32)
     lut[BACKGROUND], lut[HAIR], lut[PANTS] = colours.background, colours.hair, colours.pants
     lut[FACE], lut[RIGHT_ARM], lut[LEFT_ARM] = colours.skin, colours.skin * 0.97, colours.skin * 0.94
     lut[[RIGHT_LEG, LEFT_LEG]] = colours.skin * 0.92
     lut[[RIGHT_SHOE, LEFT_SHOE]] = colours.shoes
     lut[EYE_CODE], lut[MOUTH_CODE] = (45, 30, 28), colours.skin * np.array([0.75, 0.5, 0.5])
-    rgb = lut[np.where(details > 0, details, labels)]
-    on_shirt = labels == UPPER_CLOTHES
-    rgb[on_shirt] = warped_rgb[on_shirt]
 
     edges = np.zeros(labels.shape, bool)
     edges[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     edges[1:] |= labels[1:] != labels[:-1]
-    rgb[edges] *= 0.85
-
-    ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH].astype(np.float32)
+    ys, xs = pixel_grid()
     gx, gy = rng.uniform(-0.06, 0.06, 2)
     light = 1 + gx * (xs / IMAGE_WIDTH - 0.5) * 2 + gy * (ys / IMAGE_HEIGHT - 0.5) * 2
-    noise = rng.standard_normal(rgb.shape, dtype=np.float32) * rng.uniform(1.5, 3.5)
-    return np.clip(rgb * light[..., None] + noise, 0, 255).astype(np.uint8)
+    shading = np.where(edges, light * 0.85, light)
+
+    # Plane by plane and in place: masked writes to [H,W,3] arrays cost more than the arithmetic.
+    index = np.where(details > 0, details, labels)
+    on_shirt = labels == UPPER_CLOTHES
+    rgb = uniform_noise(rng, (3, IMAGE_HEIGHT, IMAGE_WIDTH), rng.uniform(1.5, 3.5))
+    for channel in range(3):
+        plane = np.take(lut[:, channel], index)
+        np.copyto(plane, warped_rgb[channel], where=on_shirt)
+        plane *= shading
+        rgb[channel] += plane
+    return interleave(rgb)
 
 
-def shirt_stack(texture, parts):
-    """Channels warped together: shirt mask, sleeve mask, neck opening, then the texture
-    premultiplied by the mask (so bilinear edges do not pick up the white background)."""
-    on_shirt = ((parts == SHIRT_BODY) | (parts == SHIRT_SLEEVE)).astype(np.float32)
-    return np.dstack([on_shirt, (parts == SHIRT_SLEEVE).astype(np.float32),
-                      (parts == NECK_OPENING).astype(np.float32), texture * on_shirt[..., None]])
-
-
-def unpremultiply(warped_stack):
-    coverage = np.maximum(warped_stack[..., :1], 1e-6)
-    return warped_stack[..., 3:] / coverage
+def shirt_planes(texture, parts):
+    """The planes warped onto the person: shirt mask, over-arms mask, neck opening, and the
+    texture's R, G, B. The texture covers the whole shirt image, so bilinear samples at
+    the shirt's edge do not pick up the white background."""
+    return [shirt_mask(parts), parts == SHIRT_OVER_ARMS, parts == NECK_OPENING] + list(texture)
 
 
 # ----------------------------------------------------------------------------------------
@@ -706,50 +818,72 @@ def person_rng(seed, split, index):
 
 
 def save_parse(labels, path):
+    """Labels [H,W] -> palette PNG whose pixel values are the labels, coloured by LIP_PALETTE."""
     image = Image.fromarray(labels.astype(np.uint8), 'L')
     image.putpalette([channel for colour in LIP_PALETTE for channel in colour])
-    image.save(path)
+    image.save(path, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def save_keypoints(keypoints, path):
+    """OpenPose JSON as VITON has it: one person, old key names, empty face and hands."""
     people = [{'pose_keypoints': keypoints, 'face_keypoints': [],
                'hand_left_keypoints': [], 'hand_right_keypoints': []}]
     with open(path, 'w') as f:
         json.dump({'version': 1.0, 'people': people}, f)
 
 
-def generate_person(task):
-    """Draw one person and their shirt, write the six files, return (id, warp_params entry)."""
-    dataroot, split, index, person_id, seed, textured, occluded = task
+@dataclass
+class PersonSample:
+    """Everything drawn for one person, before it is written."""
+    person: np.ndarray       # RGB uint8 [H,W,3]
+    labels: np.ndarray       # LIP labels uint8 [H,W]
+    cloth: np.ndarray        # in-shop RGB uint8 [H,W,3]
+    cloth_mask: np.ndarray   # uint8 [H,W], 0/255
+    keypoints: list          # OpenPose COCO-18, flat [x, y, confidence] * 18
+    params: dict             # this person's entry of warp_params.json
+
+
+def render_person(seed, split, index, textured, occluded):
+    """Draw person `index` of `split` and their shirt; depends only on the arguments."""
     rng = person_rng(seed, split, index)
     figure = sample_figure(rng, occluded)
     colours = sample_colours(rng)
     texture_kind = TEXTURES[rng.integers(len(TEXTURES))] if textured else SOLID
     shape = sample_shirt_shape(rng)
     params = {
-        'cloth': f'{person_id}_1.jpg', 'texture': texture_kind, 'textured': textured,
+        'texture': texture_kind, 'textured': textured,
         'arms_cross': bool(figure.crossing_arms), 'crossing_arms': list(figure.crossing_arms),
         'shirt': shape,
         'affine': sample_placement(rng, shape, figure).tolist(),
         'tps_offsets': sample_tps_offsets(rng).tolist(),
     }
-
     parts = draw_shirt_parts(shape)
     texture = render_texture(rng, texture_kind, shape)
     cloth, cloth_mask = in_shop_images(rng, texture, parts)
-    warped = warp_to_person(shirt_stack(texture, parts), params)
-    labels, details = compose_labels(draw_back_layer(figure), draw_arm_layer(figure),
-                                     draw_head_layer(figure), warped)
-    person = colour_person(rng, labels, details, unpremultiply(warped), colours)
+    on_shirt, over_arms, opening, *warped_rgb = warp_planes(shirt_planes(texture, parts), params)
+    labels, details = compose_labels(draw_back_layer(figure), draw_arm_layer(figure), draw_head_layer(figure),
+                                     covered(on_shirt), covered(over_arms), covered(opening))
+    person = colour_person(rng, labels, details, np.stack(warped_rgb), colours)
+    return PersonSample(person, labels, cloth, cloth_mask, figure_keypoints(figure, rng), params)
 
-    folder = osp.join(dataroot, split)
-    Image.fromarray(person).save(osp.join(folder, 'image', f'{person_id}_0.jpg'), quality=JPEG_QUALITY)
-    save_parse(labels, osp.join(folder, 'image-parse', f'{person_id}_0.png'))
-    Image.fromarray(((labels > 0) * 255).astype(np.uint8)).save(osp.join(folder, 'image-mask', f'{person_id}_0.png'))
-    Image.fromarray(cloth).save(osp.join(folder, 'cloth', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
-    Image.fromarray(cloth_mask).save(osp.join(folder, 'cloth-mask', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
-    save_keypoints(figure_keypoints(figure, rng), osp.join(folder, 'pose', f'{person_id}_0_keypoints.json'))
-    return person_id, params
+
+def write_person(sample, folder, person_id):
+    """Write one person's six files into `folder` (<dataroot>/<split>)."""
+    Image.fromarray(sample.person).save(osp.join(folder, 'image', f'{person_id}_0.jpg'), quality=JPEG_QUALITY)
+    save_parse(sample.labels, osp.join(folder, 'image-parse', f'{person_id}_0.png'))
+    body_mask = Image.fromarray(((sample.labels > 0) * 255).astype(np.uint8))
+    body_mask.save(osp.join(folder, 'image-mask', f'{person_id}_0.png'), compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(sample.cloth).save(osp.join(folder, 'cloth', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
+    Image.fromarray(sample.cloth_mask).save(osp.join(folder, 'cloth-mask', f'{person_id}_1.jpg'), quality=JPEG_QUALITY)
+    save_keypoints(sample.keypoints, osp.join(folder, 'pose', f'{person_id}_0_keypoints.json'))
+
+
+def generate_person(task):
+    """Draw and write one person; returns their warp_params entry."""
+    dataroot, split, index, person_id, seed, textured, occluded = task
+    sample = render_person(seed, split, index, textured, occluded)
+    write_person(sample, osp.join(dataroot, split), person_id)
+    return dict(cloth=f'{person_id}_1.jpg', **sample.params)
 
 
 # ----------------------------------------------------------------------------------------
@@ -773,12 +907,14 @@ def plan_split(seed, split, count, textured_share, occluded_share):
 
 
 def existing_dataset_entries(dataroot):
+    """The names in `dataroot` that belong to a dataset (ours or not)."""
     names = PAIR_LISTS + SPLITS + (MARKER_FILE,)
     return [name for name in names if osp.exists(osp.join(dataroot, name))]
 
 
 def prepare_dataroot(dataroot, overwrite):
-    """Make the output folders; replace an existing dataset only if asked and only if we made it."""
+    """Make the output folders. An existing dataset is deleted only if `overwrite` is set and
+    our marker file shows that this script made it: never someone's real data."""
     existing = existing_dataset_entries(dataroot)
     if existing:
         if not overwrite:
@@ -790,6 +926,7 @@ def prepare_dataroot(dataroot, overwrite):
                 f'{dataroot} holds a dataset ({", ".join(existing)}) that synthetic_data.py did not make '
                 f'(no {MARKER_FILE}); refusing to delete it even with --overwrite. '
                 f'Choose another --dataroot, or remove it yourself.')
+        # Whole split folders go: anything derived from the old persons (GMM warps) is stale.
         for name in existing:
             path = osp.join(dataroot, name)
             shutil.rmtree(path) if osp.isdir(path) else os.remove(path)
@@ -799,11 +936,13 @@ def prepare_dataroot(dataroot, overwrite):
 
 
 def write_lines(path, lines):
+    """A text file with one line per item."""
     with open(path, 'w') as f:
         f.writelines(line + '\n' for line in lines)
 
 
 def write_pair_lists(dataroot, train_ids, test_ids, test_other):
+    """The four pair lists; test person i wears test person test_other[i]'s shirt when unpaired."""
     write_lines(osp.join(dataroot, 'train_pairs.txt'), [f'{i}_0.jpg {i}_1.jpg' for i in train_ids])
     paired = [f'{i}_0.jpg {i}_1.jpg' for i in test_ids]
     unpaired = [f'{i}_0.jpg {test_ids[j]}_1.jpg' for i, j in zip(test_ids, test_other)]
@@ -813,23 +952,49 @@ def write_pair_lists(dataroot, train_ids, test_ids, test_other):
 
 
 def write_json(path, content):
+    """Compact JSON: indenting would make json use its slow pure-Python encoder."""
     with open(path, 'w') as f:
-        json.dump(content, f, indent=1)
+        json.dump(content, f)
 
 
 WARP_PARAMS_DESCRIPTION = (
     'Per person id: cloth (in-shop file), texture (solid|stripes_h|stripes_v|checks|logo), textured, '
     'arms_cross, crossing_arms, shirt (silhouette parameters in shirt-image pixels), affine (2x3, shirt '
     'pixel (x, y, 1) -> person pixel), tps_offsets ([5][5][2] shirt pixels at a 5x5 control grid spanning '
-    'the shirt image, rows from the top): person pixel p shows shirt point q + tps(q), q = affine^-1 p. '
-    'synthetic_data.ground_truth_warped_mask(params) redraws the warped shirt mask.')
+    'the shirt image, rows from the top): person pixel p shows shirt point q + tps(q), q = affine^-1 p '
+    '(tps evaluated every 4 person pixels, linear in between). '
+    'synthetic_data.ground_truth_warped_mask(params) rebuilds the warped shirt mask.')
+
+
+def keep_freed_memory():
+    """Let glibc reuse freed memory instead of handing each ~600 KB image array back to the
+    kernel and faulting it in again, which costs a fifth of the run time. Process-wide, so
+    only the pool workers call it. A no-op where libc is not glibc."""
+    try:
+        mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(GLIBC_M_MMAP_THRESHOLD, 64 << 20)
+    mallopt(GLIBC_M_TRIM_THRESHOLD, 128 << 20)
 
 
 def run_tasks(tasks, workers):
+    """generate_person over the tasks, in order, in `workers` processes."""
     if workers <= 1 or len(tasks) < 2:
         return [generate_person(task) for task in tasks]
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers, initializer=keep_freed_memory) as pool:
         return pool.map(generate_person, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+
+
+def check_arguments(n_train, n_test, seed, textured_share, occluded_share):
+    """Raise ValueError for arguments generate_dataset cannot honour."""
+    if n_train < 1 or n_test < 2:
+        raise ValueError('need n_train >= 1 and n_test >= 2 (the unpaired list pairs test persons with each other)')
+    if seed < 0:
+        raise ValueError(f'seed must be >= 0, got {seed}')
+    for name, share in (('textured_share', textured_share), ('occluded_share', occluded_share)):
+        if not 0 <= share <= 1:
+            raise ValueError(f'{name} must be within [0, 1], got {share}')
 
 
 def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occluded_share=0.3,
@@ -839,28 +1004,22 @@ def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occlud
     Same arguments -> byte-identical files, whatever `workers` is. Raises DatasetExistsError
     when `dataroot` already holds a dataset and `overwrite` is false (or it is not ours).
     """
-    if n_train < 1 or n_test < 2:
-        raise ValueError('need n_train >= 1 and n_test >= 2 (the unpaired list pairs test persons with each other)')
-    for name, share in (('textured_share', textured_share), ('occluded_share', occluded_share)):
-        if not 0 <= share <= 1:
-            raise ValueError(f'{name} must be within [0, 1], got {share}')
+    check_arguments(n_train, n_test, seed, textured_share, occluded_share)
     start = time.perf_counter()
     prepare_dataroot(dataroot, overwrite)
 
     ids = {'train': [f'{i + 1:06d}' for i in range(n_train)],
            'test': [f'{n_train + i + 1:06d}' for i in range(n_test)]}
-    tasks, plans = [], {}
-    for split in SPLITS:
-        plans[split] = plan_split(seed, split, len(ids[split]), textured_share, occluded_share)
-        textured, occluded, _ = plans[split]
-        tasks += [(dataroot, split, i, person_id, seed, textured[i], occluded[i])
-                  for i, person_id in enumerate(ids[split])]
-    results = dict(zip([(task[1], task[3]) for task in tasks], run_tasks(tasks, workers)))
+    plans = {split: plan_split(seed, split, len(ids[split]), textured_share, occluded_share) for split in SPLITS}
+    tasks = [(dataroot, split, i, person_id, seed, plans[split][0][i], plans[split][1][i])
+             for split in SPLITS for i, person_id in enumerate(ids[split])]
+    persons = {split: {} for split in SPLITS}
+    for (_, split, _, person_id, *_), params in zip(tasks, run_tasks(tasks, workers)):
+        persons[split][person_id] = params
 
     for split in SPLITS:
-        persons = {person_id: results[(split, person_id)][1] for person_id in ids[split]}
         write_json(osp.join(dataroot, split, 'warp_params.json'),
-                   {'description': WARP_PARAMS_DESCRIPTION, 'tps_grid_size': TPS_GRID_SIZE, 'persons': persons})
+                   {'description': WARP_PARAMS_DESCRIPTION, 'tps_grid_size': TPS_GRID_SIZE, 'persons': persons[split]})
     write_pair_lists(dataroot, ids['train'], ids['test'], plans['test'][2])
     settings = {'generator': 'synthetic_data.py', 'seed': seed, 'n_train': n_train, 'n_test': n_test,
                 'textured_share': textured_share, 'occluded_share': occluded_share}
@@ -873,6 +1032,7 @@ def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occlud
 
 
 def parse_args(argv=None):
+    """Command-line options, checked with check_arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--dataroot', required=True, help='output folder, e.g. demo/data')
     parser.add_argument('--n_train', type=int, default=200)
@@ -885,23 +1045,30 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                         help='processes drawing persons (the output does not depend on it)')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace a dataset that this script wrote earlier in --dataroot')
-    return parser.parse_args(argv)
+                        help='replace a dataset that this script wrote earlier in --dataroot (its train/ and '
+                             'test/ folders go entirely, GMM outputs in them included)')
+    args = parser.parse_args(argv)
+    try:
+        check_arguments(args.n_train, args.n_test, args.seed, args.textured_share, args.occluded_share)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv=None):
+    """Command line: write the dataset and print a one-line summary."""
     args = parse_args(argv)
     try:
         summary = generate_dataset(args.dataroot, args.n_train, args.n_test, args.seed,
                                    textured_share=args.textured_share, occluded_share=args.occluded_share,
                                    overwrite=args.overwrite, workers=args.workers)
-    except (DatasetExistsError, ValueError) as error:
+    except DatasetExistsError as error:
         sys.exit(f'synthetic_data.py: {error}')
-    print(f'wrote {summary["n_train"]} train and {summary["n_test"]} test persons '
-          f'({summary["textured"]["train"] + summary["textured"]["test"]} textured shirts, '
-          f'{summary["occluded"]["train"] + summary["occluded"]["test"]} with crossing arms) to '
-          f'{summary["dataroot"]} in {summary["seconds"]:.1f} s: {summary["pairs_per_second"]:.0f} pairs/s '
-          f'with {args.workers} worker(s)')
+    textured = sum(summary['textured'].values())
+    occluded = sum(summary['occluded'].values())
+    print(f'wrote {args.n_train} train and {args.n_test} test persons ({textured} textured shirts, '
+          f'{occluded} with crossing arms) to {args.dataroot} in {summary["seconds"]:.1f} s: '
+          f'{summary["pairs_per_second"]:.0f} pairs/s with {args.workers} worker(s)')
 
 
 if __name__ == '__main__':

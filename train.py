@@ -266,7 +266,7 @@ class Trainer:
         check_or_exit(opt, self.log)
         self.dataset = CPDataset(opt)
         self.loader = CPDataLoader(opt, self.dataset, rank=self.rank, world_size=self.world_size,
-                                   pin_memory=self.device.type == 'cuda')
+                                   pin_memory=self.device.type == 'cuda', log=self.log)
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
 
         model = build_model(opt)

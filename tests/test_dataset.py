@@ -71,3 +71,21 @@ def test_loader_batches_and_wraps_around():
     first = loader.next_batch()
     assert first['agnostic'].shape == (2, 22, 256, 192) and first['im_name'] == ['000001_0.jpg', '000002_0.jpg']
     assert loader.next_batch()['im_name'] == first['im_name']   # not shuffled without --shuffle
+
+
+def test_workers_are_fitted_to_a_small_dev_shm():
+    from cp_dataset import workers_that_fit
+    messages = []
+    batch = 34 * 2**20
+    assert workers_that_fit(4, batch, 8 * 2**30, messages.append) == (4, 2) and not messages
+    assert workers_that_fit(4, batch, 64 * 2**20, messages.append) == (0, None)     # Docker's default 64 MB
+    assert '--shm-size' in messages[-1]
+    assert workers_that_fit(4, batch, 300 * 2**20, messages.append) == (4, 1)
+    assert workers_that_fit(0, batch, 1, messages.append) == (0, None)
+
+
+def test_loader_with_workers_gives_the_same_batches():
+    dataset = CPDataset(make_opt(dataroot=str(require(REFERENCE / 'tiny_viton'))))
+    plain = CPDataLoader(make_opt(batch_size=2), dataset).next_batch()
+    threaded = CPDataLoader(make_opt(batch_size=2, workers=2), dataset).next_batch()
+    assert all(torch.equal(plain[k], threaded[k]) for k in plain if torch.is_tensor(plain[k]))

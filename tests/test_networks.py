@@ -144,3 +144,12 @@ def test_parity_on_cuda():
     with torch.no_grad():
         output = tom.to(device).eval()(tom_io['input'].to(device))
     torch.testing.assert_close(output.cpu(), tom_io['output'], atol=1e-4, rtol=0)
+
+
+def test_tps_grid_stays_float32_under_autocast():
+    theta = torch.randn(2, 50) * 0.1
+    generator = TpsGridGen(256, 192, grid_size=5)
+    with torch.autocast(device_type='cpu', dtype=torch.bfloat16):
+        grid = generator(theta.bfloat16())
+    assert grid.dtype == torch.float32
+    torch.testing.assert_close(grid, generator(theta.bfloat16().float()), atol=1e-6, rtol=0)

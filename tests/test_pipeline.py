@@ -122,3 +122,14 @@ def test_strips_have_seven_panels(pipeline):
     assert all(panels[:, i].std() > 1 for i in range(7)), 'a panel is blank'
     verbose = Image.open(pipeline / 'result_verbose' / strips[0].name)
     assert verbose.width == 5 * 192 and verbose.height > 2 * 256
+
+
+def test_strips_can_carry_each_pairs_ssim(pipeline, tmp_path):
+    import smart_show_test_result
+    smart_show_test_result.main(['--dataroot', str(pipeline / 'data'), '--result_dir', str(pipeline / 'result'),
+                                 '--out_simple', str(tmp_path), '--out_verbose', '', '--annotate_ssim'])
+    name = sorted(p.name for p in (pipeline / 'result_simple').iterdir())[0]
+    plain = np.asarray(Image.open(pipeline / 'result_simple' / name)).astype(int)
+    annotated = np.asarray(Image.open(tmp_path / name)).astype(int)
+    assert (plain[:20, :120] != annotated[:20, :120]).any()       # the label in the top-left corner
+    assert (plain[40:] == annotated[40:]).all()                     # and nothing else changed
