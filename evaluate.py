@@ -50,6 +50,7 @@ implementation and weights file (path and sha256), and the per-pair scores.
 import argparse
 import hashlib
 import json
+import os
 import pickle
 import re
 import sys
@@ -917,8 +918,9 @@ def parse_args(argv=None):
                                             f'{spec.file_name})')
     parser.add_argument('--device', help='torch device (default: cuda if available, else cpu)')
     parser.add_argument('--batch_size', type=int, default=32, help='(default: %(default)s)')
-    parser.add_argument('--workers', type=int, default=4,
-                        help='processes that load images and score pairs (default: %(default)s)')
+    # More workers than cores only slows down (and makes torch warn).
+    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                        help='processes that load images and score pairs (default: %(default)s, at most the cores)')
     parser.add_argument('--out', help='JSON file (default: metrics.json beside the try-on folder)')
     return parser.parse_args(argv)
 

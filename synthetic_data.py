@@ -67,11 +67,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cp_dataset import VITON_LIP_PALETTE as LIP_PALETTE
-from networks import tps_control_points, tps_inverse_system, tps_radial_kernel
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 192, 256
 JPEG_QUALITY = 75
@@ -574,16 +572,25 @@ def interleave(planes):
 
 @lru_cache(maxsize=1)
 def tps_system():
-    """The 5x5 control grid [N,2] (x varying slowest, as in the GMM) and the inverse of its TPS system
-    matrix, both from networks.py so that the generator's spline is the GMM's, as float64 numpy arrays."""
-    p_x, p_y = tps_control_points(TPS_GRID_SIZE)
-    control = np.stack([p_x.numpy(), p_y.numpy()], axis=1).astype(np.float64)
-    return control, tps_inverse_system(p_x, p_y).double().numpy()
+    """The 5x5 control grid [N,2] (x varying slowest, as in networks.TpsGridGen) and the inverse of
+    its TPS system matrix [[K, P], [P^T, 0]], in float64 numpy.
+
+    numpy, not networks.py's torch version: the generator runs in forked worker processes, where
+    torch ops can deadlock on the parent's thread pool."""
+    axis = np.linspace(-1, 1, TPS_GRID_SIZE)
+    p_y, p_x = np.meshgrid(axis, axis)
+    control = np.stack([p_x.ravel(), p_y.ravel()], axis=1)
+    n = len(control)
+    affine_part = np.hstack([np.ones((n, 1)), control])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = tps_radial(((control[:, None] - control[None]) ** 2).sum(-1))
+    system[:n, n:], system[n:, :n] = affine_part, affine_part.T
+    return control, np.linalg.inv(system)
 
 
 def tps_radial(squared_distance):
-    """U(r) = r^2 log r^2 (0 at r = 0), networks.tps_radial_kernel on a numpy array."""
-    return tps_radial_kernel(torch.from_numpy(squared_distance)).numpy()
+    """U(r) = r^2 log r^2 (0 at r = 0)."""
+    return squared_distance * np.log(np.maximum(squared_distance, 1e-20))
 
 
 def to_normalised(points):

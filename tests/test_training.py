@@ -159,27 +159,32 @@ def test_two_process_ddp_stays_in_sync(dataroot, tmp_path):
     assert not any(k.startswith('module.') for k in final_weights(tmp_path, 'ddp'))
 
 
-@pytest.mark.parametrize('stage', ['GMM', 'TOM'])
-def test_speed_flags_train_on_the_cpu(dataroot, tmp_path, stage):
-    """--amp (bf16 autocast) and --channels_last take the same code path as on a GPU and still learn."""
-    extra = ['--amp', '--channels_last', '--lr', '1e-3']
+@pytest.mark.parametrize('stage, flags', [('GMM', ['--amp', '--channels_last', '--cudnn_benchmark']),
+                                         ('TOM', ['--channels_last', '--vgg_init', 'random'])])
+def test_speed_flags_train_on_the_cpu(dataroot, tmp_path, stage, flags):
+    """The speed flags take the same code path as on a GPU and training still learns: the loss of a
+    fixed batch falls after one pass over the data. (bf16 convolutions are slow on CPUs without bf16
+    instructions, so --amp is exercised on the smaller GMM.)"""
     if stage == 'TOM':
         # TOM reads GMM's warps; the in-shop cloth stands in for them here.
-        for split in ('train',):
-            for src, dst in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
-                target = os.path.join(dataroot, split, dst)
-                if not os.path.exists(target):
-                    os.symlink(os.path.join(dataroot, split, src), target)
-        extra += ['--vgg_init', 'random']
-    args = train_args(dataroot, tmp_path, 'flags', *extra)
+        for src, dst in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
+            target = os.path.join(dataroot, 'train', dst)
+            if not os.path.exists(target):
+                os.symlink(os.path.join(dataroot, 'train', src), target)
+    args = [a for a in train_args(dataroot, tmp_path, 'flags', '--lr', '1e-3', *flags) if a != '--shuffle']
     args[args.index('GMM')] = stage
-    args[args.index('--keep_step') + 1], args[args.index('--decay_step') + 1] = '8', '0'
-    args[args.index('--shuffle')] = '--cudnn_benchmark'     # same batches every epoch: a clear loss trend
     trainer = train.Trainer(train.get_opt(args))
-    losses = []
-    for step in range(8):
-        _, _, terms = trainer.train_step(step)
-        losses.append(terms['metric'].item())
+    fixed = train.to_device(trainer.loader.next_batch(), trainer.device, trainer.memory_format)
+    trainer.loader.restart(0, 0)
+
+    def fixed_batch_loss():
+        with torch.no_grad(), trainer.autocast():
+            return trainer.criterion(fixed, trainer.run_stage(trainer.model, fixed))[0].item()
+
+    before = fixed_batch_loss()
+    for step in range(3):                      # 6 pairs, batch 2: one pass over the data
+        trainer.train_step(step)
+    after = fixed_batch_loss()
     trainer.close()
     assert next(trainer.model.parameters()).is_contiguous(memory_format=torch.channels_last)
-    assert sum(losses[-3:]) < sum(losses[:3]), losses
+    assert after < before, (before, after)
