@@ -27,7 +27,7 @@ from tensorboardX import SummaryWriter
 from cp_dataset import CPDataLoader, CPDataset
 from data_check import check_only, check_or_exit
 from networks import (GMM, atomic_torch_save, build_tom, build_vgg_loss, cpu_state_dict, load_checkpoint,
-                      read_checkpoint, save_checkpoint, select_device, tom_tryon, unwrap_model, warp, warp_cloth)
+                      read_checkpoint, save_checkpoint, select_device, tom_tryon, warp, warp_cloth)
 from visualization import board_add_images
 
 RESUME_FILE = 'resume.pth'

@@ -23,7 +23,6 @@ def tensor_for_board(img_tensor):
 def tensor_list_for_board(img_tensors_list):
     """Rows of [B,C,H,W] tensors -> [B,3,rows*H,cols*W]: for each sample one canvas laid out as the
     rows and columns of ``img_tensors_list`` (the original's 'combine' layout, no padding)."""
-    rows = len(img_tensors_list)
     cols = max(len(row) for row in img_tensors_list)
     tiles = [[tensor_for_board(t) for t in row] for row in img_tensors_list]
     batch_size = tiles[0][0].size(0)
