@@ -249,9 +249,9 @@ class Trainer:
         self.rank, self.world_size, self.device = setup_distributed(opt)
         self.log = Logger(self.rank)
         resume_path = check_run_dir(opt)
-        self.resume_state = read_checkpoint(resume_path, torch.device('cpu')) if resume_path else None
-        if self.resume_state is not None:
-            opt.seed = self.resume_state['seed']   # the data order depends on it
+        resume_state = read_checkpoint(resume_path, torch.device('cpu')) if resume_path else None
+        if resume_state is not None:
+            opt.seed = resume_state['seed']   # the data order depends on it
         elif opt.seed is None:
             opt.seed = int(time.time()) % 100000
         torch.manual_seed(opt.seed + self.rank)
@@ -280,7 +280,7 @@ class Trainer:
         self.criterion = (GMMLoss() if opt.stage == 'GMM'
                           else TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log))).to(self.device)
         self.criterion = self.criterion.to(memory_format=self.memory_format)
-        self.start_step = self.load_resume_state(resume_path) if resume_path else 0
+        self.start_step = self.load_resume_state(resume_path, resume_state) if resume_path else 0
 
         self.forward = self.model
         if self.world_size > 1:
@@ -300,8 +300,8 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def load_resume_state(self, path):
-        state = self.resume_state
+    def load_resume_state(self, path, state):
+        """Restore what ``save_resume_state`` wrote; returns the step to continue from."""
         if state.get('stage') != self.opt.stage:
             raise SystemExit(f'{path} is a {state.get("stage")} run; this command trains {self.opt.stage}.')
         self.model.load_state_dict(state['model'])
