@@ -8,6 +8,7 @@ Layout read from ``<dataroot>/<datamode>/``::
 
     image/<person>.jpg                 RGB person photo, fine_width x fine_height
     image-parse/<person>.png           LIP label map (palette or L mode; pixel = label 0..19)
+    image-mask/<person>.png            body mask, white on black (only with --body_shape image-mask)
     pose/<person>_keypoints.json       OpenPose COCO-18 ("pose_keypoints" or "pose_keypoints_2d")
     cloth/<cloth>.jpg, cloth-mask/     in-shop cloth and its mask           (stage GMM)
     warp-cloth/, warp-mask/            GMM's warped cloth and mask          (stage TOM)
@@ -16,7 +17,11 @@ Value ranges of an item (H = fine_height, W = fine_width):
     cloth [3,H,W] in [-1,1]; cloth_mask [1,H,W] in {0,1}; image [3,H,W] in [-1,1];
     agnostic [22,H,W] = shape(1) + head(3) + pose(18), all in [-1,1];
     parse_cloth [3,H,W] in [-1,1] (+1 outside the cloth); head [3,H,W] (-1 outside the head);
-    shape [1,H,W], pose_image [1,H,W], grid_image [3,H,W] in [-1,1] (GMM) or '' (TOM).
+    shape [1,H,W], pose_image [1,H,W], grid_image [3,H,W] in [-1,1] (GMM) or '' (TOM);
+    parse_cloth_mask [1,H,W] in {0,1}: the person's cloth region (CP-VTON+'s TOM mask target).
+
+Options of CP-VTON+ (``opt.reserved_regions``, ``opt.body_shape``; absent = the original) change
+what 'head' and 'shape' hold; see RESERVED_LABELS and BODY_SHAPE_SOURCES.
 """
 import json
 import os
@@ -32,6 +37,16 @@ from PIL import Image
 # LIP labels used by CP-VTON's person representation.
 HEAD_LABELS = (1, 2, 4, 13)      # hat, hair, sunglasses, face
 CLOTH_LABELS = (5, 6, 7)         # upper-clothes, dress, coat
+# The regions the person representation keeps visible (its 'head' channels), per --reserved_regions and stage.
+# CP-VTON+ drops the hair from GMM's input (long hair over the shoulders is not cloth shape) and lets
+# TOM keep hair, pants (9), skirt (12) and legs (16, 17), which the try-on must not repaint.
+RESERVED_LABELS = {
+    'original': {'GMM': HEAD_LABELS, 'TOM': HEAD_LABELS},
+    'cpvton_plus': {'GMM': (1, 4, 13), 'TOM': (1, 2, 4, 9, 12, 13, 16, 17)},
+}
+# Where the body shape of the person representation comes from (--body_shape): every labelled pixel
+# of the parse map (the original), or CP-VTON+'s body masks in image-mask/<person stem>.png.
+BODY_SHAPE_SOURCES = ('parse', 'image-mask')
 NUM_POSE_KEYPOINTS = 18          # OpenPose COCO-18
 POSE_KEYS = ('pose_keypoints', 'pose_keypoints_2d')  # old (VITON) and new OpenPose names
 
@@ -63,17 +78,40 @@ def parse_file_name(im_name):
     return im_name.replace('.jpg', '.png')
 
 
+# torchvision's ToTensor + Normalize(0.5, 0.5) computes (x / 255 - 0.5) / 0.5 in float32. Scaling by 2 is
+# exact in floating point, so 2 * fl(x / 255) == fl(x / 127.5) and 2 * fl(a - 0.5) == fl(2a - 1): the
+# two-pass x / 127.5 - 1 gives the same float32 values as the four passes (tests check all 256 levels).
+# None of the 256 values is 0 (127.5 is not an integer), which the masked copies below rely on.
+NORMALIZE_DIVISOR = np.float32(127.5)
+
+
+def normalize_into(pixels, out):
+    """uint8 pixels [H,W,C] or [H,W] -> ``out``, a float32 array [C,H,W] (or [1,H,W]), in [-1,1], with
+    the values of ToTensor + Normalize(0.5, 0.5). Returns ``out``.
+
+    In numpy, single-threaded: torch's element-wise ops fork threads for arrays this size, which
+    costs more than the work and stalls whenever another process holds a core."""
+    out[...] = pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
+    out /= NORMALIZE_DIVISOR
+    out -= np.float32(1)
+    return out
+
+
+def normalized(pixels):
+    """uint8 pixels [H,W,C] or [H,W] -> new float tensor [C,H,W] in [-1,1] (see normalize_into)."""
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    tensor = torch.empty((channels,) + pixels.shape[:2])
+    normalize_into(pixels, tensor.numpy())
+    return tensor
+
+
 def to_tensor_normalized(pil_image):
     """PIL image (RGB or L) -> float tensor [C,H,W] in [-1,1].
 
-    Same arithmetic as torchvision's ToTensor followed by Normalize(0.5, 0.5), so the
-    values are bitwise identical to the original loader's.
+    Same values as torchvision's ToTensor followed by Normalize(0.5, 0.5), so they are
+    bitwise identical to the original loader's.
     """
-    array = np.asarray(pil_image)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-    return tensor.float().div(255).sub(0.5).div(0.5)
+    return normalized(np.asarray(pil_image))
 
 
 def read_keypoints(pose_path):
@@ -105,14 +143,16 @@ def draw_pose_maps(keypoints, height, width, radius, out=None):
     pose_map = torch.empty((len(keypoints), height, width)) if out is None else out
     pose_map.fill_(-1.0)
     pose_image = torch.full((1, height, width), -1.0)
-    for i, (x, y, _confidence) in enumerate(keypoints):
+    # The squares are written through numpy views: a numpy slice assignment costs a tenth of torch's.
+    maps, image = pose_map.numpy(), pose_image.numpy()[0]
+    for i, (x, y, _confidence) in enumerate(np.asarray(keypoints, dtype=np.float64).tolist()):
         if not (x > 1 and y > 1):
             continue
         x0, x1 = max(int(x - radius), 0), min(int(x + radius), width - 1)
         y0, y1 = max(int(y - radius), 0), min(int(y + radius), height - 1)
         if x0 <= x1 and y0 <= y1:
-            pose_map[i, y0:y1 + 1, x0:x1 + 1] = 1.0
-            pose_image[0, y0:y1 + 1, x0:x1 + 1] = 1.0
+            maps[i, y0:y1 + 1, x0:x1 + 1] = 1.0
+            image[y0:y1 + 1, x0:x1 + 1] = 1.0
     return pose_map, pose_image
 
 
@@ -125,19 +165,48 @@ def make_grid_image(height, width, spacing=16, line_width=2):
     return grid
 
 
-def downsampled_body_shape(parse_array, height, width):
-    """Blurry body shape: mask*255 resized by Pillow's bilinear filter to 1/16 and back, in [-1,1].
+def downsampled_body_shape(silhouette, height, width, out=None):
+    """Blurry body shape: silhouette [H,W] (bool) *255 resized by Pillow's bilinear filter to 1/16
+    and back, as a float tensor [1,H,W] in [-1,1], written into ``out`` when given.
 
     Pillow (not torch.interpolate) because its antialiasing is what the original used.
     """
-    mask = Image.fromarray((parse_array > 0).astype(np.uint8) * 255)
+    mask = Image.fromarray(silhouette.astype(np.uint8) * 255)
     mask = mask.resize((width // 16, height // 16), Image.BILINEAR)
     mask = mask.resize((width, height), Image.BILINEAR)
-    return to_tensor_normalized(mask)
+    if out is None:
+        return to_tensor_normalized(mask)
+    normalize_into(np.asarray(mask), out.numpy())
+    return out
+
+
+def label_region(parse_array, labels):
+    """Bool [H,W]: where the uint8 label map [H,W] holds one of ``labels``.
+
+    A look-up table indexed by the labels: one pass, where np.isin sorts and compares."""
+    is_wanted = np.zeros(256, dtype=bool)
+    is_wanted[list(labels)] = True
+    return is_wanted.take(parse_array)
 
 
 def labels_mask(parse_array, labels):
-    return torch.from_numpy(np.isin(parse_array, labels).astype(np.float32))
+    """Float tensor [H,W]: 1 where the uint8 label map [H,W] holds one of ``labels``, else 0."""
+    return torch.from_numpy(label_region(parse_array, labels).astype(np.float32))
+
+
+def masked_image(image, region, outside, out=None):
+    """Float tensor [C,H,W]: ``image`` [C,H,W] where ``region`` [H,W] (bool) is set, ``outside`` elsewhere;
+    written into ``out`` when given.
+
+    The original computed image * mask + (1 - mask) * outside with a 0/1 float mask. For finite
+    x, x * 1 + 0 == x except that -0.0 becomes +0.0, and the normalised levels hold no zero;
+    x * 0 + outside == outside. So selecting gives the same bits, in two passes instead of four.
+    """
+    out = torch.empty_like(image) if out is None else out
+    values = out.numpy()
+    values.fill(outside)
+    np.copyto(values, image.numpy(), where=region)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -365,10 +434,36 @@ def load_mask(path, size):
     return apply_fixes(image, mask_fixes(image, path, size))
 
 
+def fixed_pixels(image, fixes):
+    """uint8 array [H,W] or [H,W,C] of an opened image after its fixes, decoded once."""
+    return np.asarray(apply_fixes(image, fixes))
+
+
+def load_photo_pixels(path, size, scales_keypoints=False):
+    """load_photo as a uint8 array [H,W,3]: (pixels, (x, y) resize factors)."""
+    with Image.open(path) as image:
+        fixes = photo_fixes(image, path, size, scales_keypoints)
+        return fixed_pixels(image, fixes), (size[0] / image.width, size[1] / image.height)
+
+
+def load_mask_pixels(path, size):
+    """load_mask as a uint8 array [H,W]."""
+    with Image.open(path) as image:
+        return fixed_pixels(image, mask_fixes(image, path, size))
+
+
 def load_parse_labels(path, size):
     """LIP label map [H,W] of ``size``; np.asarray of a palette PNG gives the label indices."""
     image = Image.open(path)
     return parse_labels(image, parse_fixes(image, path, size), path)
+
+
+def load_body_mask(path, size):
+    """CP-VTON+'s body mask as a bool array [H,W] of ``size``: white (>= 128) is body.
+
+    CP-VTON+ took every non-zero pixel; >= 128 is the same on its 0/255 PNGs and also right for
+    JPEG-saved or resized masks, whose edges and noise hold other values."""
+    return np.asarray(load_mask(path, size)) >= 128
 
 
 def load_coco18_keypoints(path, scale=(1.0, 1.0)):
@@ -382,7 +477,8 @@ def load_coco18_keypoints(path, scale=(1.0, 1.0)):
 
 class CPDataset(data.Dataset):
     """Dataset of (person, cloth) pairs. ``opt`` needs: dataroot, datamode, stage ('GMM' or 'TOM'),
-    data_list, fine_height, fine_width, radius."""
+    data_list, fine_height, fine_width, radius; optionally reserved_regions ('original' or
+    'cpvton_plus') and body_shape ('parse' or 'image-mask'), the original's when absent."""
 
     def __init__(self, opt):
         super().__init__()
@@ -402,6 +498,10 @@ class CPDataset(data.Dataset):
         self.c_names = [c_name for _, c_name in pairs]
         self.cloth_dir, self.mask_dir = ('cloth', 'cloth-mask') if self.stage == 'GMM' else ('warp-cloth', 'warp-mask')
         self.grid_image = make_grid_image(self.fine_height, self.fine_width) if self.stage == 'GMM' else ''
+        self.reserved_labels = RESERVED_LABELS[getattr(opt, 'reserved_regions', 'original')][self.stage]
+        self.body_shape = getattr(opt, 'body_shape', 'parse')
+        if self.body_shape not in BODY_SHAPE_SOURCES:
+            raise ValueError(f'body_shape must be one of {BODY_SHAPE_SOURCES}, got {self.body_shape!r}')
 
     def name(self):
         return 'CPDataset'
@@ -428,13 +528,14 @@ class CPDataset(data.Dataset):
         height, width = self.fine_height, self.fine_width
         size = (width, height)
 
-        cloth_photo, _ = load_photo(self.cloth_path(self.cloth_dir, im_name, c_name), size)
-        cloth = to_tensor_normalized(cloth_photo)
-        mask_array = np.asarray(load_mask(self.cloth_path(self.mask_dir, im_name, c_name), size))
-        cloth_mask = torch.from_numpy((mask_array >= 128).astype(np.float32)).unsqueeze(0)
+        cloth_pixels, _ = load_photo_pixels(self.cloth_path(self.cloth_dir, im_name, c_name), size)
+        cloth = normalized(cloth_pixels)
+        mask_pixels = load_mask_pixels(self.cloth_path(self.mask_dir, im_name, c_name), size)
+        cloth_mask = torch.from_numpy((mask_pixels >= 128).astype(np.float32)).unsqueeze(0)
 
-        person, keypoint_scale = load_photo(osp.join(self.data_path, 'image', im_name), size, scales_keypoints=True)
-        image = to_tensor_normalized(person)
+        person_pixels, keypoint_scale = load_photo_pixels(osp.join(self.data_path, 'image', im_name), size,
+                                                          scales_keypoints=True)
+        image = normalized(person_pixels)
 
         parse_array = load_parse_labels(osp.join(self.data_path, 'image-parse', parse_file_name(im_name)), size)
         keypoints = load_coco18_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)), keypoint_scale)
@@ -442,11 +543,11 @@ class CPDataset(data.Dataset):
         # with torch.cat costed more than the rest of the item together.
         agnostic = torch.empty((4 + len(keypoints), height, width))
         shape, head = agnostic[0:1], agnostic[1:4]
-        shape.copy_(downsampled_body_shape(parse_array, height, width))
-        head_mask = labels_mask(parse_array, HEAD_LABELS)
-        cloth_region = labels_mask(parse_array, CLOTH_LABELS)
-        parse_cloth = image * cloth_region + (1 - cloth_region)   # +1 (white) outside the cloth
-        head.copy_(image * head_mask - (1 - head_mask))            # -1 (black) outside the head
+        downsampled_body_shape(self.body_silhouette(im_name, parse_array, size), height, width, out=shape)
+        masked_image(image, label_region(parse_array, self.reserved_labels), -1.0, out=head)   # black outside
+        cloth_region = label_region(parse_array, CLOTH_LABELS)
+        parse_cloth = masked_image(image, cloth_region, 1.0)                                   # white outside
+        parse_cloth_mask = torch.from_numpy(cloth_region.astype(np.float32)).unsqueeze(0)
         _, pose_image = draw_pose_maps(keypoints, height, width, self.radius, out=agnostic[4:])
         return {
             'c_name': c_name,            # for visualisation
@@ -460,7 +561,14 @@ class CPDataset(data.Dataset):
             'head': head,                # visualisation
             'pose_image': pose_image,    # visualisation
             'grid_image': self.grid_image,  # visualisation
+            'parse_cloth_mask': parse_cloth_mask,  # ground truth (TOM, --tom_mask_target person_cloth)
         }
+
+    def body_silhouette(self, im_name, parse_array, size):
+        """Bool [H,W]: the person's body, from the parse map or CP-VTON+'s image-mask/."""
+        if self.body_shape == 'parse':
+            return parse_array > 0
+        return load_body_mask(osp.join(self.data_path, 'image-mask', parse_file_name(im_name)), size)
 
 
 class ResumableSampler(data.Sampler):

@@ -30,8 +30,9 @@ from typing import Callable
 
 from PIL import Image
 
-from cp_dataset import (CPDataset, DataFileError, FileProblem, keypoint_fixes, mask_fixes, parse_file_name,
-                        parse_fixes, parse_labels, photo_fixes, pose_file_name, read_pose_keypoints, scan_pairs)
+from cp_dataset import (BODY_SHAPE_SOURCES, CPDataset, DataFileError, FileProblem, keypoint_fixes, mask_fixes,
+                        parse_file_name, parse_fixes, parse_labels, photo_fixes, pose_file_name, read_pose_keypoints,
+                        scan_pairs)
 
 # The bytes an intact file of the format ends with: JPEG's EOI marker, PNG's IEND chunk.
 END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
@@ -112,6 +113,9 @@ FILE_CHECKS = {file_check.folder: file_check for file_check in (
                                               '(pixel value = label 0-19) as <person stem>.png'),
     FileCheck('pose', check_pose, 'run OpenPose (COCO-18 or BODY_25) on the person photo; it writes '
                                   '<person stem>_keypoints.json'),
+    FileCheck('image-mask', check_mask, 'make the person\'s body mask (white body on black) as <person stem>.png, '
+                                        'as CP-VTON+\'s body_binary_masking.py does, or train with '
+                                        '--body_shape parse'),
     FileCheck('cloth', check_cloth_image, 'add the in-shop cloth photo, or remove its pairs from the pairs file'),
     FileCheck('cloth-mask', check_mask, 'make the cloth\'s mask (white cloth on black) under the cloth\'s file name'),
     FileCheck('warp-cloth', check_cloth_image, WARP_FIX),
@@ -143,6 +147,8 @@ def files_to_check(opt, data_path, pairs):
         files[osp.join(data_path, 'image', im_name)] = FILE_CHECKS['image']
         files[osp.join(data_path, 'image-parse', parse_file_name(im_name))] = FILE_CHECKS['image-parse']
         files[osp.join(data_path, 'pose', pose_file_name(im_name))] = FILE_CHECKS['pose']
+        if getattr(opt, 'body_shape', 'parse') == 'image-mask':
+            files[osp.join(data_path, 'image-mask', parse_file_name(im_name))] = FILE_CHECKS['image-mask']
         files[CPDataset.cloth_path(locator, cloth_dir, im_name, c_name)] = FILE_CHECKS[cloth_dir]
         files[CPDataset.cloth_path(locator, mask_dir, im_name, c_name)] = FILE_CHECKS[mask_dir]
     return files
@@ -222,7 +228,8 @@ class DataReport:
 
 def validate_dataset(opt, log=print):
     """Check every file the pairs file names. ``opt``: dataroot, datamode, stage ('GMM' or 'TOM'),
-    data_list, fine_height, fine_width. Returns a DataReport; logs one line as it starts."""
+    data_list, fine_height, fine_width (and body_shape, if image-mask/ is read). Returns a DataReport;
+    logs one line as it starts."""
     start = time.perf_counter()
     data_path = osp.join(opt.dataroot, opt.datamode)
     report = DataReport(data_path, osp.join(opt.dataroot, opt.data_list), opt.stage)
@@ -268,6 +275,8 @@ def main(argv=None):
     parser.add_argument('--stage', choices=('GMM', 'TOM'), default='GMM')
     parser.add_argument('--fine_height', type=int, default=256)
     parser.add_argument('--fine_width', type=int, default=192)
+    parser.add_argument('--body_shape', choices=BODY_SHAPE_SOURCES, default='parse',
+                        help='image-mask: also check the body masks in image-mask/ (CP-VTON+)')
     return check_only(parser.parse_args(argv))
 
 

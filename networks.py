@@ -6,8 +6,10 @@ State-dict keys, shapes and dtypes are those of the original CP-VTON code, so it
 Conventions at the module boundaries (B = batch, H = fine_height, W = fine_width):
     GMM(agnostic [B,22,H,W] in [-1,1], cloth [B,3,H,W] in [-1,1])
         -> grid [B,H,W,2] in about [-1,1] (x, y for grid_sample), theta [B,2*grid_size**2] in [-1,1]
-    TOM = UnetGenerator(25, 4, 6): input [B,25,H,W] = agnostic + warped cloth
-        -> raw output [B,4,H,W]; see `tom_tryon` for the rendered person, mask and try-on.
+    TOM = UnetGenerator(25, 4, 6): input [B,25,H,W] = agnostic + warped cloth (CP-VTON+'s option:
+        [B,26,H,W], + warped mask) -> raw output [B,4,H,W]; see `tom_tryon` for the rendered
+        person, mask and try-on.
+    grid_interval_consistency(grid [B,H,W,2]) -> scalar, CP-VTON+'s grid regulariser.
 """
 import os
 import os.path as osp
@@ -217,6 +219,22 @@ class GMM(nn.Module):
         return grid, theta
 
 
+def grid_interval_consistency(grid):
+    """CP-VTON+'s grid-interval-consistency (GIC) loss of a sampling grid [B,H,W,2] (x, y).
+
+    At every interior point, |(|Gx(left) - Gx| - |Gx(right) - Gx|)| along each row for the x
+    coordinate, plus the same along each column for y; summed and divided by B*H*W as in
+    CP-VTON+, which weights it 40. Zero for any affine grid: it penalises uneven spacing of
+    neighbouring grid points, the folds and local stretches that distort printed clothes.
+    """
+    batch, height, width, _ = grid.shape
+    grid_x, grid_y = grid[..., 0], grid[..., 1]
+    center_x, center_y = grid_x[:, 1:-1, 1:-1], grid_y[:, 1:-1, 1:-1]
+    left, right = (grid_x[:, 1:-1, :-2] - center_x).abs(), (grid_x[:, 1:-1, 2:] - center_x).abs()
+    up, down = (grid_y[:, :-2, 1:-1] - center_y).abs(), (grid_y[:, 2:, 1:-1] - center_y).abs()
+    return ((left - right).abs() + (up - down).abs()).sum() / (batch * height * width)
+
+
 def warp(image, grid, padding_mode):
     """Sample ``image`` [B,C,H,W] at ``grid`` [B,H,W,2] with align_corners=True, the behaviour of
     torch <= 1.2 that the original was trained with (its checkpoints depend on it)."""
@@ -274,6 +292,7 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, input_nc, output_nc, num_downs, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False):
         super().__init__()
+        self.input_nc = input_nc
         unet_block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=None, norm_layer=norm_layer, innermost=True)
         for _ in range(num_downs - 5):
             unet_block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=unet_block, norm_layer=norm_layer,
@@ -288,8 +307,11 @@ class UnetGenerator(nn.Module):
         return self.model(input)
 
 
-def build_tom(input_nc=25):
-    """The Try-On Module as the original builds it."""
+TOM_INPUT_CHANNELS = 25   # agnostic (22) + warped cloth (3); CP-VTON+ adds the warped mask (26)
+
+
+def build_tom(input_nc=TOM_INPUT_CHANNELS):
+    """The Try-On Module as the original builds it (CP-VTON+: input_nc=26)."""
     return UnetGenerator(input_nc, 4, 6, ngf=64, norm_layer=nn.InstanceNorm2d)
 
 
@@ -489,9 +511,22 @@ def load_checkpoint(model, checkpoint_path, device=None):
     mismatch = describe_mismatch(target, state_dict)
     if mismatch:
         raise CheckpointError(f'{checkpoint_path} does not fit {describe_model(target)}: {mismatch}. '
-                              f'Is it a checkpoint of the other stage, or of another image size?')
+                              f'{mismatch_hint(target, state_dict)}')
     target.load_state_dict(state_dict, strict=True)
     return model.to(device)
+
+
+def mismatch_hint(model, state_dict):
+    """The likely cause of a mismatch, read from the shapes in the file."""
+    first_conv = state_dict.get('model.model.0.weight')
+    if isinstance(model, UnetGenerator) and first_conv is not None and first_conv.dim() == 4:
+        file_nc = first_conv.shape[1]
+        if file_nc != model.input_nc and {file_nc, model.input_nc} == {TOM_INPUT_CHANNELS, TOM_INPUT_CHANNELS + 1}:
+            flag = 'with' if file_nc > model.input_nc else 'without'
+            return (f'It is a TOM with {file_nc} input channels: test it {flag} --tom_mask_input '
+                    f'(test.py takes this from the options.json that train.py writes beside its checkpoints).')
+    return ('Is it a checkpoint of the other stage, or of another image size (--fine_height/--fine_width)? '
+            'test.py takes these from the options.json that train.py writes beside its checkpoints.')
 
 
 def describe_model(model):
@@ -500,6 +535,6 @@ def describe_model(model):
         grid = model.gridGen
         return f'GMM ({grid.out_h}x{grid.out_w}, grid {int(round(grid.N ** 0.5))})'
     if isinstance(model, UnetGenerator):
-        return f'TOM ({model.model.model[0].in_channels} input channels)'
+        return f'TOM ({model.input_nc} input channels)'
     return type(model).__name__
 

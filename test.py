@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from cp_dataset import CPDataLoader, CPDataset, pair_key
 from data_check import check_only, check_or_exit
-from networks import load_checkpoint, select_device
-from train import STAGES, build_model, to_device
+from networks import CheckpointError, load_checkpoint, select_device
+from train import (MODEL_OPTIONS, OPTIONS_FILE, STAGES, add_model_arguments, build_model, describe_options,
+                   read_options, to_device)
 from visualization import board_add_images, save_images
 
 
@@ -35,10 +36,7 @@ def get_opt(argv=None):
     parser.add_argument('--datamode', default='test')
     parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
     parser.add_argument('--data_list', default='test_pairs.txt')
-    parser.add_argument('--fine_width', type=int, default=192)
-    parser.add_argument('--fine_height', type=int, default=256)
-    parser.add_argument('--radius', type=int, default=5)
-    parser.add_argument('--grid_size', type=int, default=5)
+    add_model_arguments(parser)
     parser.add_argument('--tensorboard_dir', type=str, default='tensorboard', help='save tensorboard infos')
     parser.add_argument('--result_dir', type=str, default='result', help='save result infos')
     parser.add_argument('--checkpoint', type=str, default='', help='model checkpoint for test')
@@ -46,7 +44,36 @@ def get_opt(argv=None):
     parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
     parser.add_argument('--check_data', action='store_true',
                         help='only check the dataset against the pairs file, report every problem, and exit')
-    return parser.parse_args(argv)
+    opt = parser.parse_args(argv)
+    apply_recorded_options(opt, parser)
+    return opt
+
+
+def apply_recorded_options(opt, parser, log=print):
+    """Take the model options from the options.json that train.py wrote beside the checkpoint.
+
+    A flag left at its default takes the recorded value (so the model is rebuilt as it was
+    trained); a flag set to a value that contradicts the record is an error. Checkpoints of the
+    original code have no such file: the flags are used as given.
+    """
+    path = osp.join(osp.dirname(opt.checkpoint), OPTIONS_FILE) if opt.checkpoint else ''
+    recorded = read_options(path) if path else None
+    if recorded is None:
+        return
+    taken, conflicts = [], []
+    for name in MODEL_OPTIONS:
+        if name not in recorded or recorded[name] == getattr(opt, name):
+            continue
+        if getattr(opt, name) == parser.get_default(name):
+            setattr(opt, name, recorded[name])
+            taken.append(f'--{name} {recorded[name]}')
+        else:
+            conflicts.append(f'--{name} {getattr(opt, name)!r} (trained with {recorded[name]!r})')
+    if conflicts:
+        raise SystemExit(f'{opt.checkpoint} was trained with other model options than the ones given: '
+                         f'{", ".join(conflicts)} ({path}). Drop these flags; test.py takes them from that file.')
+    if taken:
+        log(f'model options from {path}: {" ".join(taken)}')
 
 
 def result_folder(opt):
@@ -76,8 +103,8 @@ def test(opt):
     dataset = CPDataset(opt)
     loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
     folder = result_folder(opt)
-    print(f'testing {opt.stage} {opt.checkpoint} on {len(dataset)} pairs of {opt.data_list} ({device}) -> {folder}',
-          flush=True)
+    print(f'testing {opt.stage} {opt.checkpoint} on {len(dataset)} pairs of {opt.data_list} ({device}) -> {folder}; '
+          f'{describe_options(opt)}', flush=True)
     run_stage, visuals = STAGES[opt.stage]
     save_results = SAVERS[opt.stage]
     board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name))
@@ -100,7 +127,10 @@ def main(argv=None):
     opt = get_opt(argv)
     if opt.check_data:
         return check_only(opt)
-    test(opt)
+    try:
+        test(opt)
+    except CheckpointError as error:
+        raise SystemExit(f'error: {error}') from None
     return 0
 
 

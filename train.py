@@ -11,6 +11,7 @@ tensorboard/<name>. The flags and defaults are the original's; the additions are
 in README.md.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import random
@@ -24,10 +25,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from tensorboardX import SummaryWriter
 
-from cp_dataset import CPDataLoader, CPDataset
+from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset
 from data_check import check_only, check_or_exit
-from networks import (GMM, atomic_torch_save, build_tom, build_vgg_loss, cpu_state_dict, load_checkpoint,
-                      read_checkpoint, save_checkpoint, select_device, tom_tryon, warp, warp_cloth)
+from networks import (GMM, TOM_INPUT_CHANNELS, atomic_torch_save, build_tom, build_vgg_loss, cpu_state_dict,
+                      grid_interval_consistency, load_checkpoint, read_checkpoint, save_checkpoint, select_device,
+                      tom_tryon, unwrap_model, warp, warp_cloth)
 from visualization import board_add_images
 
 RESUME_FILE = 'resume.pth'
@@ -43,10 +45,7 @@ def get_opt(argv=None):
     parser.add_argument('--datamode', default='train')
     parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
     parser.add_argument('--data_list', default='train_pairs.txt')
-    parser.add_argument('--fine_width', type=int, default=192)
-    parser.add_argument('--fine_height', type=int, default=256)
-    parser.add_argument('--radius', type=int, default=5)
-    parser.add_argument('--grid_size', type=int, default=5)
+    add_model_arguments(parser)
     parser.add_argument('--lr', type=float, default=0.0001, help='initial learning rate for adam')
     parser.add_argument('--tensorboard_dir', type=str, default='tensorboard', help='save tensorboard infos')
     parser.add_argument('--checkpoint_dir', type=str, default='checkpoints', help='save checkpoint infos')
@@ -72,6 +71,12 @@ def get_opt(argv=None):
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
     parser.add_argument('--check_data', action='store_true',
                         help='only check the dataset against the pairs file, report every problem, and exit')
+    plus = parser.add_argument_group('CP-VTON+ training options (off by default: the original CP-VTON)')
+    plus.add_argument('--gic_weight', type=float, default=0.0,
+                      help='GMM: weight of the grid-interval-consistency loss (CP-VTON+: 40; 0 = off)')
+    plus.add_argument('--tom_mask_target', default='warped_mask', choices=TOM_MASK_TARGETS,
+                      help="TOM: the composition mask's L1 target: GMM's warped mask (original) or the "
+                           "person's cloth region in the parse map (CP-VTON+)")
     opt = parser.parse_args(argv)
     for name in ('display_count', 'save_count'):
         if getattr(opt, name) < 1:
@@ -79,10 +84,52 @@ def get_opt(argv=None):
     return opt
 
 
+def add_model_arguments(parser):
+    """The options that define a model and its input; train.py records them in options.json and
+    test.py reads them back, so it rebuilds the model a checkpoint was trained as."""
+    parser.add_argument('--fine_width', type=int, default=192)
+    parser.add_argument('--fine_height', type=int, default=256)
+    parser.add_argument('--radius', type=int, default=5)
+    parser.add_argument('--grid_size', type=int, default=5)
+    plus = parser.add_argument_group('CP-VTON+ model options (off by default: the original CP-VTON)')
+    plus.add_argument('--reserved_regions', default='original', choices=tuple(RESERVED_LABELS),
+                      help='regions the person representation keeps: original (hat, hair, sunglasses, face for '
+                           'both stages) or cpvton_plus (GMM: hat, sunglasses, face; TOM: also hair, pants, '
+                           'skirt, legs)')
+    plus.add_argument('--body_shape', default='parse', choices=BODY_SHAPE_SOURCES,
+                      help='body shape from the parse map (original) or from image-mask/<person>.png (CP-VTON+)')
+    plus.add_argument('--tom_mask_input', action='store_true',
+                      help='TOM: also feed the warped cloth mask (26 input channels, CP-VTON+)')
+
+
+MODEL_OPTIONS = ('stage', 'fine_height', 'fine_width', 'radius', 'grid_size', 'reserved_regions', 'body_shape',
+                 'tom_mask_input')
+TRAINING_OPTIONS = ('gic_weight', 'tom_mask_target')
+ORIGINAL_OPTIONS = {'reserved_regions': 'original', 'body_shape': 'parse', 'tom_mask_input': False,
+                    'gic_weight': 0.0, 'tom_mask_target': 'warped_mask'}
+OPTIONS_FILE = 'options.json'
+
+
+def cpvton_plus_options(opt):
+    """{option: value} of the CP-VTON+ options that are on (empty: the original CP-VTON)."""
+    return {name: getattr(opt, name) for name, original in ORIGINAL_OPTIONS.items()
+            if hasattr(opt, name) and getattr(opt, name) != original}
+
+
+def describe_options(opt):
+    on = cpvton_plus_options(opt)
+    if not on:
+        return 'CP-VTON+ options: none (the original CP-VTON)'
+    return 'CP-VTON+ options on: ' + ', '.join(f'--{name}' if value is True else f'--{name} {value}'
+                                               for name, value in on.items())
+
+
 # --------------------------------------------------------------------------- one step of each stage
 
 def build_model(opt):
-    return GMM(opt) if opt.stage == 'GMM' else build_tom()
+    if opt.stage == 'GMM':
+        return GMM(opt)
+    return build_tom(TOM_INPUT_CHANNELS + (1 if getattr(opt, 'tom_mask_input', False) else 0))
 
 
 def to_device(batch, device, memory_format=torch.contiguous_format):
@@ -106,9 +153,18 @@ def gmm_visuals(inputs, out):
             [warped_grid, (out['warped_cloth'] + inputs['image']) * 0.5, inputs['image']]]
 
 
+def tom_input(model, inputs):
+    """TOM's input: agnostic (22) + warped cloth (3), and the warped mask (1) for a 26-channel
+    TOM (--tom_mask_input, CP-VTON+); the model's own input width decides."""
+    parts = [inputs['agnostic'], inputs['cloth']]
+    if unwrap_model(model).input_nc == TOM_INPUT_CHANNELS + 1:
+        parts.append(inputs['cloth_mask'])
+    return torch.cat(parts, 1)
+
+
 def run_tom(model, inputs):
     """TOM forward and composition: returns dict(p_rendered, m_composite, p_tryon)."""
-    outputs = model(torch.cat([inputs['agnostic'], inputs['cloth']], 1))
+    outputs = model(tom_input(model, inputs))
     p_rendered, m_composite, p_tryon = tom_tryon(outputs, inputs['cloth'])
     return {'p_rendered': p_rendered, 'm_composite': m_composite, 'p_tryon': p_tryon}
 
@@ -121,24 +177,38 @@ def tom_visuals(inputs, out):
 
 
 class GMMLoss(nn.Module):
-    """L1 between the warped cloth and the cloth region of the person."""
+    """L1 between the warped cloth and the cloth region of the person; with ``gic_weight`` > 0,
+    plus that weight times CP-VTON+'s grid-interval-consistency loss of the grid."""
+
+    def __init__(self, gic_weight=0.0):
+        super().__init__()
+        self.gic_weight = gic_weight
 
     def forward(self, inputs, out):
-        loss = nn.functional.l1_loss(out['warped_cloth'], inputs['parse_cloth'])
-        return loss, {'metric': loss}
+        loss_warp = nn.functional.l1_loss(out['warped_cloth'], inputs['parse_cloth'])
+        if not self.gic_weight:
+            return loss_warp, {'metric': loss_warp}
+        loss_gic = grid_interval_consistency(out['grid'])
+        loss = loss_warp + self.gic_weight * loss_gic
+        return loss, {'metric': loss, 'Lwarp': loss_warp, 'Lgic': loss_gic}
+
+
+TOM_MASK_TARGETS = {'warped_mask': 'cloth_mask', 'person_cloth': 'parse_cloth_mask'}   # option -> input key
 
 
 class TOMLoss(nn.Module):
-    """L1(try-on, person) + VGG(try-on, person) + L1(composition mask, warped-cloth mask)."""
+    """L1(try-on, person) + VGG(try-on, person) + L1(composition mask, target), the target being
+    the warped-cloth mask (original) or the person's cloth region (``mask_target='person_cloth'``)."""
 
-    def __init__(self, vgg_loss):
+    def __init__(self, vgg_loss, mask_target='warped_mask'):
         super().__init__()
         self.vgg_loss = vgg_loss
+        self.mask_key = TOM_MASK_TARGETS[mask_target]
 
     def forward(self, inputs, out):
         loss_l1 = nn.functional.l1_loss(out['p_tryon'], inputs['image'])
         loss_vgg = self.vgg_loss(out['p_tryon'], inputs['image'])
-        loss_mask = nn.functional.l1_loss(out['m_composite'], inputs['cloth_mask'])
+        loss_mask = nn.functional.l1_loss(out['m_composite'], inputs[self.mask_key])
         loss = loss_l1 + loss_vgg + loss_mask
         return loss, {'metric': loss, 'L1': loss_l1, 'VGG': loss_vgg, 'MaskL1': loss_mask}
 
@@ -236,6 +306,42 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+def recorded_options(opt, world_size):
+    """What options.json holds: every flag of the run, plus the process count and torch version."""
+    return {**vars(opt), 'world_size': world_size, 'torch_version': torch.__version__}
+
+
+def write_options(opt, world_size):
+    path = osp.join(run_dir(opt), OPTIONS_FILE)
+    os.makedirs(run_dir(opt), exist_ok=True)
+    tmp_path = f'{path}.tmp{os.getpid()}'
+    with open(tmp_path, 'w') as f:
+        json.dump(recorded_options(opt, world_size), f, indent=2)
+        f.write('\n')
+    os.replace(tmp_path, path)
+
+
+def read_options(path):
+    """The options a run recorded, or None where the file is absent (checkpoints of the original code)."""
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f'{path} is not valid JSON ({error}); it records the options of the run beside it. '
+                         f'Restore it, or delete it and pass the model options as flags.') from None
+
+
+def check_same_options(opt, path):
+    """--resume must continue the run with the options it was started with."""
+    recorded = read_options(path) or {}
+    changed = [f'--{name} {recorded[name]!r} (now {getattr(opt, name)!r})' for name in MODEL_OPTIONS + TRAINING_OPTIONS
+               if name in recorded and recorded[name] != getattr(opt, name)]
+    if changed:
+        raise SystemExit(f'{path}: this run was started with {", ".join(changed)}; resume it with the same options.')
+
+
 def format_eta(seconds):
     seconds = int(seconds)
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
@@ -261,6 +367,7 @@ class Trainer:
                  f'batch {opt.batch_size} per process ({opt.batch_size * self.world_size} in all), seed {opt.seed}, '
                  f'lr {opt.lr} ({opt.lr_policy}), amp {opt.amp}, channels_last {opt.channels_last}, '
                  f'compile {opt.compile}')
+        self.log(describe_options(opt))
 
         # Every rank checks (deterministically), so all stop together on bad data.
         check_or_exit(opt, self.log)
@@ -277,10 +384,13 @@ class Trainer:
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr, betas=(0.5, 0.999))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=lr_lambda_for(opt))
-        self.criterion = (GMMLoss() if opt.stage == 'GMM'
-                          else TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log))).to(self.device)
+        self.criterion = (GMMLoss(opt.gic_weight) if opt.stage == 'GMM'
+                          else TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log),
+                                       opt.tom_mask_target)).to(self.device)
         self.criterion = self.criterion.to(memory_format=self.memory_format)
         self.start_step = self.load_resume_state(resume_path, resume_state) if resume_path else 0
+        if self.rank == 0 and not resume_path:
+            write_options(opt, self.world_size)
 
         self.forward = self.model
         if self.world_size > 1:
@@ -304,6 +414,7 @@ class Trainer:
         """Restore what ``save_resume_state`` wrote; returns the step to continue from."""
         if state.get('stage') != self.opt.stage:
             raise SystemExit(f'{path} is a {state.get("stage")} run; this command trains {self.opt.stage}.')
+        check_same_options(self.opt, osp.join(run_dir(self.opt), OPTIONS_FILE))
         self.model.load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
@@ -356,6 +467,8 @@ class Trainer:
         eta = format_eta(seconds_per_step * (total - step - 1))
         if self.opt.stage == 'GMM':
             line = 'step: %8d, time: %.3f, loss: %4f' % (step + 1, seconds_per_step, values['metric'])
+            if 'Lgic' in values:
+                line += ', warp: %.6f, gic: %.8f' % (values['Lwarp'], values['Lgic'])
         else:
             line = ('step: %8d, time: %.3f, loss: %.4f, l1: %.4f, vgg: %.4f, mask: %.4f'
                     % (step + 1, seconds_per_step, values['metric'], values['L1'], values['VGG'], values['MaskL1']))
