@@ -21,6 +21,19 @@ Unpaired pairs (``--unpaired_list``, default test_pairs.txt):
     FID     pytorch-fid's Inception (pool3, 2048 features) of the try-on images against every person photo
             in <dataroot>/<datamode>/image/.
 
+Difficulty subsets: every metric is also reported on two subsets of the pairs, each with its size:
+    textured  pairs whose in-shop cloth's texture energy (``cloth_texture_energy``: the mean colour gradient
+              magnitude inside the cloth mask eroded by 3 pixels) is above --textured_threshold (0.015);
+    occluded  pairs whose person's arms (LIP labels 14, 15) cover more than --occluded_threshold (0.06) of the
+              torso (``torso_occlusion``: the quadrilateral of the OpenPose shoulders and hips).
+    A subset's IoU, SSIM, SSIM-M and LPIPS are the means over its same-cloth pairs; its IS and FID use its unpaired
+    try-ons, IS in as many splits as keep the whole run's images per split (n/a below one split), FID against
+    every person photo. ``difficulty_subsets`` gives the subsets of any pair list.
+
+Results of another size (test.py at 512x384 on 256x192 data) are scored against the ground truth resized to their
+size as cp_dataset resizes it (photos LANCZOS, parse maps NEAREST), with a note in the report; a result of another
+aspect ratio is an error.
+
 Why RGB for SSIM: CP-VTON+'s authors used MATLAB's ``ssim`` (minar09/cp-vton-plus issues #28, #72), and
 their group's evaluation script (Heejune Ahn, GitHub thaithanhtuan/FashionProject,
 LA-VITON/result/Utility/calculate_ssim.m, run on CP-VTON and CP-VTON+ result folders) passes ``imread``
@@ -34,6 +47,7 @@ Files read (pair = ``cp_dataset.pair_key(person, cloth)``, as test.py names its 
 
     <dataroot>/<datamode>/image/<person>.jpg         ground truth, and the real images of FID
     <dataroot>/<datamode>/image-parse/<person>.png   LIP label map (P or L mode)
+    <dataroot>/<datamode>/pose/<person>_keypoints.json, cloth/<cloth>.jpg, cloth-mask/<cloth>.jpg   the subsets
     <warp_mask_dir>/<pair>   default <result_dir>/<gmm_checkpoint_name>/<datamode>/warp-mask
     <tryon_dir>/<pair>       default <result_dir>/<tom_checkpoint_name>/<datamode>/try-on
 
@@ -42,10 +56,12 @@ path, else from torch hub's cache ``<torch.hub.get_dir()>/checkpoints/`` (``$TOR
 by default ~/.cache/torch/hub/checkpoints); a metric whose file is in neither place is reported as
 unavailable, with the file name and where to put it. IoU, SSIM and SSIM-M need no weights.
 
-Output: a table on stdout (this run beside the two rows of CP-VTON+ Table 1) and a JSON file, by default
+Output: a table on stdout (this run and its subsets beside the two rows of CP-VTON+ Table 1) and a JSON file, by default
 ``metrics.json`` beside the try-on folder (``result/tom_final.pth/test/metrics.json``; beside the
 warp-mask folder when only IoU is asked for), holding every metric with its number of images,
-implementation and weights file (path and sha256), and the per-pair scores.
+implementation and weights file (path and sha256), and the per-pair scores; "subsets" holds, per subset, its
+definition, size and pair keys per pair list and its metrics (as "metrics"), and "per_pair_difficulty" each pair's
+texture_energy, torso_occlusion and torso_region.
 """
 import argparse
 import hashlib
@@ -56,6 +72,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -65,14 +82,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.special import rel_entr
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from cp_dataset import CLOTH_LABELS, DataError, load_parse_labels, pair_key, parse_file_name, read_pairs
+from cp_dataset import (CLOTH_LABELS, DataError, load_coco18_keypoints, load_mask, load_parse_labels, load_photo,
+                        pair_key, parse_file_name, pose_file_name, read_pairs)
 
 PAIRED_METRICS = ('iou', 'ssim', 'ssim_matlab', 'lpips')   # need the same-cloth pairs
 TRYON_PAIR_METRICS = ('ssim', 'ssim_matlab', 'lpips')      # ... and their try-on results
@@ -95,6 +113,14 @@ PUBLISHED = {
     'CP-VTON (paper)': {'iou': 0.7898, 'ssim_matlab': 0.7798, 'lpips': 0.1397, 'is': (2.7809, 0.0594)},
     'CP-VTON+ (paper)': {'iou': 0.8425, 'ssim_matlab': 0.8163, 'lpips': 0.1144, 'is': (3.1048, 0.1068)},
 }
+# Difficulty subsets (see "Difficulty subsets" below for the measures and how the thresholds were chosen).
+TEXTURED_THRESHOLD = 0.015    # texture energy above which an in-shop cloth is 'textured'
+OCCLUDED_THRESHOLD = 0.06     # torso occlusion above which a person is 'occluded'
+TEXTURE_MEASURE_SIZE = (192, 256)   # (W, H): the cloth is measured at VITON's size, so one threshold fits all
+TEXTURE_EROSION_PIXELS = 3          # the cloth's outline is an edge of every cloth, plain or not
+ARM_LABELS = (14, 15)               # LIP left arm, right arm (hands included)
+TORSO_KEYPOINTS = (2, 5, 11, 8)     # COCO-18 RShoulder, LShoulder, LHip, RHip: the torso quadrilateral's corners
+FALLBACK_TORSO_SHARE = 0.5          # without those keypoints: the central half of the cloth labels' bounding box
 TABLE_COLUMNS = (('iou', 'IoU'), ('ssim', 'SSIM'), ('ssim_matlab', 'SSIM-M'), ('lpips', 'LPIPS'),
                  ('is', 'IS'), ('fid', 'FID'))
 
@@ -220,9 +246,37 @@ def open_image(path):
     return Image.open(path)
 
 
+def existing_file(path):
+    """`path` as a string for cp_dataset's loaders; DataError (naming it) if there is no such file."""
+    if not Path(path).is_file():
+        raise DataError(f'file not found: {path}')
+    return str(path)
+
+
 def read_rgb(path):
     """An image file as uint8 RGB [H,W,3] (0..255), writable (torch.from_numpy wants that)."""
     return np.array(open_image(path).convert('RGB'))
+
+
+def check_same_aspect_ratio(result_path, result_size, truth_path, truth_size):
+    """DataError unless a result of result_size (W, H) and its ground truth of truth_size have one aspect ratio
+    (within cp_dataset's 1%): a result of another size is then test.py run at another resolution, and the
+    ground truth can be resized to it; another shape is another crop, which no resizing makes comparable."""
+    (width, height), (truth_width, truth_height) = result_size, truth_size
+    if abs(width * truth_height - height * truth_width) > 0.01 * height * truth_width:
+        raise DataError(f'{result_path}: size {width}x{height}, but its ground truth {truth_path} is '
+                        f'{truth_width}x{truth_height}, another aspect ratio; score results made from these '
+                        f'images (test.py --fine_width/--fine_height of the same proportions)')
+
+
+def read_rgb_like(path, result_path, result_size):
+    """The ground-truth photo at `path` as uint8 RGB [H,W,3] of its result's size (W, H): resized as
+    cp_dataset.load_photo resizes photos (LANCZOS) when test.py ran at another size of the same aspect ratio."""
+    truth_size = open_image(path).size
+    if truth_size == tuple(result_size):
+        return read_rgb(path)
+    check_same_aspect_ratio(result_path, result_size, path, truth_size)
+    return np.array(load_photo(str(path), tuple(result_size))[0])
 
 
 def read_binary_mask(path, threshold=MASK_THRESHOLD):
@@ -230,21 +284,19 @@ def read_binary_mask(path, threshold=MASK_THRESHOLD):
     return np.asarray(open_image(path).convert('L')) >= threshold
 
 
-def read_cloth_region(parse_path, labels=CLOTH_LABELS):
-    """The cloth region of a LIP label map as bool [H,W], read by the dataset's own parse loader
-    (so a colour rendering in the LIP palette is mapped back to labels, as in training)."""
-    if not Path(parse_path).is_file():
-        raise DataError(f'image not found: {parse_path}')
-    return np.isin(load_parse_labels(str(parse_path), Image.open(parse_path).size), labels)
+def read_cloth_region(parse_path, labels=CLOTH_LABELS, size=None):
+    """The cloth region of a LIP label map as bool [H,W] of `size` (W, H; default: the map's own), read by the
+    dataset's own parse loader: a colour rendering in the LIP palette is mapped back to labels, and another size
+    is reached with NEAREST, as in training."""
+    parse_path = existing_file(parse_path)
+    return np.isin(load_parse_labels(parse_path, size or Image.open(parse_path).size), labels)
 
 
 @dataclass(frozen=True)
-class RunLayout:
-    """Where a run's inputs and results lie (see the module docstring)."""
+class DataLayout:
+    """Where a split's data files lie (see the module docstring)."""
     dataroot: Path
     datamode: str
-    tryon_dir: Path
-    warp_mask_dir: Path
 
     @property
     def data_dir(self):
@@ -256,11 +308,14 @@ class RunLayout:
     def parse_map(self, im_name):
         return self.data_dir / 'image-parse' / parse_file_name(im_name)
 
-    def tryon(self, im_name, c_name):
-        return self.tryon_dir / pair_key(im_name, c_name)
+    def cloth(self, c_name):
+        return self.data_dir / 'cloth' / c_name
 
-    def warp_mask(self, im_name, c_name):
-        return self.warp_mask_dir / pair_key(im_name, c_name)
+    def cloth_mask(self, c_name):
+        return self.data_dir / 'cloth-mask' / c_name
+
+    def pose(self, im_name):
+        return self.data_dir / 'pose' / pose_file_name(im_name)
 
     def real_images(self):
         """Every person photo of the split (FID's real set), sorted by name."""
@@ -270,8 +325,22 @@ class RunLayout:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+@dataclass(frozen=True)
+class RunLayout(DataLayout):
+    """Where a run's inputs and results lie (see the module docstring)."""
+    tryon_dir: Path
+    warp_mask_dir: Path
+
+    def tryon(self, im_name, c_name):
+        return self.tryon_dir / pair_key(im_name, c_name)
+
+    def warp_mask(self, im_name, c_name):
+        return self.warp_mask_dir / pair_key(im_name, c_name)
+
+
 class ImageFiles(Dataset):
-    """Items are tuples of image paths; an item is the tuple of those images as uint8 RGB tensors [3,H,W]."""
+    """Items are tuples of image paths; an item is the tuple of those images as uint8 RGB tensors [3,H,W], each
+    image after the first brought to the first one's size (``read_rgb_like``: a result and its ground truth)."""
 
     def __init__(self, path_tuples):
         self.path_tuples = list(path_tuples)
@@ -280,7 +349,11 @@ class ImageFiles(Dataset):
         return len(self.path_tuples)
 
     def __getitem__(self, index):
-        return tuple(torch.from_numpy(read_rgb(path)).permute(2, 0, 1) for path in self.path_tuples[index])
+        first_path, *other_paths = self.path_tuples[index]
+        first = read_rgb(first_path)
+        size = (first.shape[1], first.shape[0])
+        images = [first] + [read_rgb_like(path, first_path, size) for path in other_paths]
+        return tuple(torch.from_numpy(image).permute(2, 0, 1) for image in images)
 
 
 def image_batches(path_tuples, batch_size, workers, description):
@@ -493,42 +566,54 @@ def network_outputs(network, paths, device, batch_size, workers, description):
 # ----------------------------------------------------------------------------------------------------
 
 def score_pair(layout, im_name, c_name, metrics, mask_threshold=MASK_THRESHOLD, cloth_labels=CLOTH_LABELS):
-    """{metric: score} of one same-cloth pair for `metrics` among 'iou', 'ssim', 'ssim_matlab'."""
+    """{metric: score} of one same-cloth pair for `metrics` among 'iou', 'ssim', 'ssim_matlab'.
+
+    Results of another size than the data (test.py run at 512x384 on 256x192 files) are scored against the
+    ground truth resized to the result's size: the photo as cp_dataset.load_photo resizes it (LANCZOS), the
+    parse map as cp_dataset.load_parse_labels does (NEAREST). Another aspect ratio is a DataError."""
     row = {}
     if 'ssim' in metrics or 'ssim_matlab' in metrics:
-        tryon, truth = read_rgb(layout.tryon(im_name, c_name)), read_rgb(layout.person_image(im_name))
-        if tryon.shape != truth.shape:
-            raise DataError(f'{layout.tryon(im_name, c_name)}: size {tryon.shape[1]}x{tryon.shape[0]}, but its '
-                            f'ground truth {layout.person_image(im_name)} is {truth.shape[1]}x{truth.shape[0]}')
+        tryon_path = layout.tryon(im_name, c_name)
+        tryon = read_rgb(tryon_path)
+        truth = read_rgb_like(layout.person_image(im_name), tryon_path, (tryon.shape[1], tryon.shape[0]))
         if 'ssim' in metrics:
             row['ssim'] = ssim_score(tryon, truth)
         if 'ssim_matlab' in metrics:
             row['ssim_matlab'] = matlab_ssim_score(tryon, truth)
     if 'iou' in metrics:
-        warp_mask = read_binary_mask(layout.warp_mask(im_name, c_name), mask_threshold)
-        cloth_region = read_cloth_region(layout.parse_map(im_name), cloth_labels)
-        if warp_mask.shape != cloth_region.shape:
-            raise DataError(f'{layout.warp_mask(im_name, c_name)}: size {warp_mask.shape[1]}x{warp_mask.shape[0]}, '
-                            f'but the parse map {layout.parse_map(im_name)} is '
-                            f'{cloth_region.shape[1]}x{cloth_region.shape[0]}')
-        row['iou'] = mask_iou(warp_mask, cloth_region)
+        mask_path, parse_path = layout.warp_mask(im_name, c_name), layout.parse_map(im_name)
+        warp_mask = read_binary_mask(mask_path, mask_threshold)
+        mask_size = (warp_mask.shape[1], warp_mask.shape[0])
+        check_same_aspect_ratio(mask_path, mask_size, parse_path, open_image(parse_path).size)
+        row['iou'] = mask_iou(warp_mask, read_cloth_region(parse_path, cloth_labels, mask_size))
     return row
 
 
-class PairScoreJobs(Dataset):
-    """Item i is (pair key, score_pair(...)) of pair i, so that a DataLoader's workers score pairs in parallel."""
+class ParallelMap(Dataset):
+    """Item i is function(items[i]), so that a DataLoader's workers map `function` over `items` in parallel
+    (`function` must be picklable: a module-level function, or a functools.partial of one)."""
 
-    def __init__(self, layout, pairs, metrics, mask_threshold, cloth_labels):
-        self.layout, self.pairs, self.metrics = layout, list(pairs), tuple(metrics)
-        self.mask_threshold, self.cloth_labels = mask_threshold, cloth_labels
+    def __init__(self, function, items):
+        self.function, self.items = function, list(items)
 
     def __len__(self):
-        return len(self.pairs)
+        return len(self.items)
 
     def __getitem__(self, index):
-        im_name, c_name = self.pairs[index]
-        return pair_key(im_name, c_name), score_pair(self.layout, im_name, c_name, self.metrics,
-                                                     self.mask_threshold, self.cloth_labels)
+        return self.function(self.items[index])
+
+
+def parallel_map(function, items, workers, description):
+    """[function(item) for item in items], computed by `workers` processes (0: in this one), in order."""
+    jobs = ParallelMap(function, items)
+    # batch_size=None: items come back one by one, uncollated, in order
+    return list(tqdm(DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
+                     desc=description, unit='item'))
+
+
+def score_pair_keyed(pair, layout, metrics, mask_threshold, cloth_labels):
+    """(pair key, score_pair(...)) of one (im_name, c_name) pair: a parallel_map function."""
+    return pair_key(*pair), score_pair(layout, *pair, metrics, mask_threshold, cloth_labels)
 
 
 def per_pair_scores(layout, pairs, metrics=('iou', 'ssim', 'ssim_matlab'), mask_threshold=MASK_THRESHOLD,
@@ -546,12 +631,11 @@ def per_pair_scores(layout, pairs, metrics=('iou', 'ssim', 'ssim_matlab'), mask_
     if 'lpips' in metrics and lpips_scorer is None:
         raise ValueError("'lpips' needs an lpips_scorer")
     scores = {pair_key(im_name, c_name): {} for im_name, c_name in pairs}
-    cpu_metrics = [metric for metric in metrics if metric != 'lpips']
+    cpu_metrics = tuple(metric for metric in metrics if metric != 'lpips')
     if cpu_metrics:
-        jobs = PairScoreJobs(layout, pairs, cpu_metrics, mask_threshold, cloth_labels)
-        # batch_size=None: items come back one by one, uncollated, in order
-        for key, row in tqdm(DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
-                             desc='/'.join(cpu_metrics), unit='pair'):
+        score = partial(score_pair_keyed, layout=layout, metrics=cpu_metrics, mask_threshold=mask_threshold,
+                        cloth_labels=cloth_labels)
+        for key, row in parallel_map(score, pairs, workers, '/'.join(cpu_metrics)):
             scores[key].update(row)
     if 'lpips' in metrics:
         distances = lpips_scorer.score_files([layout.tryon(*pair) for pair in pairs],
@@ -575,6 +659,150 @@ def aggregate(pair_scores, metric, keys=None):
     keys = pair_scores.keys() if keys is None else keys
     values = [pair_scores[key][metric] for key in keys if metric in pair_scores.get(key, {})]
     return {'value': float(np.mean(values)) if values else None, 'num_images': len(values)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Difficulty subsets: textured clothes, occluded persons
+# ----------------------------------------------------------------------------------------------------
+#
+# CP-VTON is known to blur and distort prints and stripes, and to paint the cloth over arms held in front of
+# the body. Two per-pair measures pick out such pairs, so that every metric can also be read on them:
+#   texture_energy   of the pair's in-shop cloth (``cloth_texture_energy``), >= 0
+#   torso_occlusion  of the pair's person (``torso_occlusion``), in [0, 1]
+# and a pair is in a subset when its measure is above the subset's threshold (TEXTURED_THRESHOLD,
+# OCCLUDED_THRESHOLD). The README's "Difficulty subsets" gives the figures the thresholds were chosen from.
+
+SUBSET_DEFINITIONS = {
+    'textured': {'of': "the pair's in-shop cloth", 'measure': 'texture_energy',
+                 'description': f'mean colour gradient magnitude (Sobel / 8, root mean square over RGB, image in '
+                                f'[0,1]) inside the cloth mask eroded by {TEXTURE_EROSION_PIXELS} pixels, at '
+                                f'{TEXTURE_MEASURE_SIZE[0]}x{TEXTURE_MEASURE_SIZE[1]}',
+                 'function': 'evaluate.cloth_texture_energy'},
+    'occluded': {'of': "the pair's person", 'measure': 'torso_occlusion',
+                 'description': 'fraction of the torso (quadrilateral of the OpenPose shoulders and hips; without '
+                                'them the central half of the cloth labels\' bounding box) labelled LIP left or '
+                                'right arm (14, 15)',
+                 'function': 'evaluate.torso_occlusion'},
+}
+
+
+def colour_gradient_magnitude(rgb):
+    """Gradient magnitude of an RGB image float [H,W,3] in [0,1] -> float [H,W] >= 0.
+
+    Sobel derivatives divided by 8 (units per pixel: a step of height c between flat areas reads c/2 on the two
+    pixels beside it), magnitude per channel, root mean square over the channels: a gray image reads its gray
+    gradient, and stripes of two colours of equal brightness still have edges."""
+    squared = sum(ndimage.sobel(rgb[..., channel], axis=axis) ** 2
+                  for channel in range(rgb.shape[2]) for axis in (0, 1))
+    return np.sqrt(squared / rgb.shape[2]) / 8
+
+
+def cloth_texture_energy(cloth_path, mask_path):
+    """High-frequency energy of an in-shop cloth: the mean colour gradient magnitude (``colour_gradient_magnitude``)
+    inside its mask eroded by TEXTURE_EROSION_PIXELS, with both images at TEXTURE_MEASURE_SIZE (loaded and
+    resized as cp_dataset loads them; the mask binarised >= 128). A float >= 0: on the VITON samples about
+    0.002-0.01 for plain fabric, 0.015-0.03 for printed graphics, 0.03-0.17 for stripes and all-over prints;
+    0.0 for a mask with no interior."""
+    cloth, _ = load_photo(existing_file(cloth_path), TEXTURE_MEASURE_SIZE)
+    mask = np.asarray(load_mask(existing_file(mask_path), TEXTURE_MEASURE_SIZE)) >= MASK_THRESHOLD
+    # scipy erodes until nothing changes for iterations=0, so no erosion is spelt out
+    interior = ndimage.binary_erosion(mask, iterations=TEXTURE_EROSION_PIXELS) if TEXTURE_EROSION_PIXELS else mask
+    if not interior.any():
+        return 0.0
+    gradient = colour_gradient_magnitude(np.asarray(cloth, dtype=np.float64) / 255)
+    return float(gradient[interior].mean())
+
+
+def keypoint_found(keypoint):
+    """Whether a keypoint (x, y, confidence) was detected: OpenPose writes 0, 0, 0 otherwise, and cp_dataset
+    draws a point only where x > 1 and y > 1."""
+    return keypoint[0] > 1 and keypoint[1] > 1
+
+
+def torso_region(labels, keypoints):
+    """The person's torso in a LIP label map [H,W]: (bool [H,W], how it was found).
+
+    'keypoints': the quadrilateral RShoulder-LShoulder-LHip-RHip of the COCO-18 keypoints [18,3] (pixels of the
+    label map), rasterised with its outline. Arms hanging at the sides lie outside it but for the shoulder
+    joints; forearms held in front of the chest or belly lie inside.
+    'cloth box': where one of those four keypoints is missing, the central FALLBACK_TORSO_SHARE of the columns
+    of the bounding box of the cloth labels (5, 6, 7), over all its rows: the box spans the sleeves, the arms
+    at the sides lie in its outer columns.
+    'none': neither is available (no keypoint and no cloth label); the region is empty."""
+    height, width = labels.shape
+    corners = keypoints[list(TORSO_KEYPOINTS)]
+    if all(keypoint_found(corner) for corner in corners):
+        canvas = Image.new('1', (width, height))
+        ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y, _ in corners], fill=1, outline=1)
+        return np.asarray(canvas, dtype=bool), 'keypoints'
+    region = np.zeros((height, width), dtype=bool)
+    rows, columns = np.nonzero(np.isin(labels, CLOTH_LABELS))
+    if len(rows) == 0:
+        return region, 'none'
+    margin = (1 - FALLBACK_TORSO_SHARE) / 2 * (columns.max() + 1 - columns.min())
+    left, right = round(columns.min() + margin), round(columns.max() + 1 - margin)
+    region[rows.min():rows.max() + 1, left:right] = True
+    return region, 'cloth box'
+
+
+def torso_occlusion(parse_path, pose_path, photo_size=None):
+    """How much of a person's torso their arms cover: (fraction in [0,1], how the torso was found).
+
+    The fraction of the ``torso_region`` pixels labelled left or right arm (ARM_LABELS) in the person's LIP
+    parse map, 0.0 when the region is empty. The keypoints are in the pixels of the person photo, of
+    `photo_size` (W, H; default: the parse map's size, as in VITON), and are scaled to the parse map."""
+    parse_path, pose_path = existing_file(parse_path), existing_file(pose_path)
+    parse_size = Image.open(parse_path).size
+    labels = load_parse_labels(parse_path, parse_size)
+    photo_size = photo_size or parse_size
+    keypoints = load_coco18_keypoints(pose_path, (parse_size[0] / photo_size[0], parse_size[1] / photo_size[1]))
+    region, found_by = torso_region(labels, keypoints)
+    if not region.any():
+        return 0.0, found_by
+    return float(np.isin(labels[region], ARM_LABELS).mean()), found_by
+
+
+def cloth_measures(c_name, layout):
+    """(c_name, {'texture_energy': float >= 0}): the cloth's measures, a parallel_map function."""
+    return c_name, {'texture_energy': cloth_texture_energy(layout.cloth(c_name), layout.cloth_mask(c_name))}
+
+
+def person_measures(im_name, layout):
+    """(im_name, {'torso_occlusion': float in [0,1], 'torso_region': how it was found}): a parallel_map function."""
+    fraction, found_by = torso_occlusion(layout.parse_map(im_name), layout.pose(im_name),
+                                         open_image(layout.person_image(im_name)).size)
+    return im_name, {'torso_occlusion': fraction, 'torso_region': found_by}
+
+
+def difficulty_measures(dataroot, datamode, pairs, workers=0):
+    """Per-pair difficulty measures: {pair_key: {'texture_energy': float >= 0 (of the pair's in-shop cloth),
+    'torso_occlusion': float in [0,1] (of the pair's person), 'torso_region': 'keypoints' | 'cloth box' | 'none'}},
+    in the order of `pairs`. Each cloth and person is measured once, by `workers` processes. Reads the
+    <dataroot>/<datamode>/ cloth, cloth-mask, image, image-parse and pose files; a missing one is a DataError."""
+    layout = DataLayout(Path(dataroot), datamode)
+    c_names = list(dict.fromkeys(c_name for _, c_name in pairs))
+    im_names = list(dict.fromkeys(im_name for im_name, _ in pairs))
+    of_cloth = dict(parallel_map(partial(cloth_measures, layout=layout), c_names, workers, 'cloth texture'))
+    of_person = dict(parallel_map(partial(person_measures, layout=layout), im_names, workers, 'torso occlusion'))
+    return {pair_key(im_name, c_name): {**of_cloth[c_name], **of_person[im_name]} for im_name, c_name in pairs}
+
+
+def subset_members(measures, textured_threshold=TEXTURED_THRESHOLD, occluded_threshold=OCCLUDED_THRESHOLD,
+                   keys=None):
+    """{'textured': [pair keys], 'occluded': [pair keys]}: the pairs among `keys` (default: all of `measures`, a
+    ``difficulty_measures`` result), in their order, whose measure is above the subset's threshold."""
+    thresholds = {'textured': textured_threshold, 'occluded': occluded_threshold}
+    keys = measures.keys() if keys is None else keys
+    return {subset: [key for key in keys if measures[key][definition['measure']] > thresholds[subset]]
+            for subset, definition in SUBSET_DEFINITIONS.items()}
+
+
+def difficulty_subsets(dataroot, datamode, pairs, textured_threshold=TEXTURED_THRESHOLD,
+                       occluded_threshold=OCCLUDED_THRESHOLD, workers=0):
+    """{'textured': [pair keys], 'occluded': [pair keys]} of `pairs` [(im_name, c_name)], in their order: textured
+    by the pair's in-shop cloth, occluded by the pair's person (see ``difficulty_measures``)."""
+    return subset_members(difficulty_measures(dataroot, datamode, pairs, workers), textured_threshold,
+                          occluded_threshold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -649,6 +877,22 @@ def present_pairs(pairs, path_of, what, command, allow_missing, notes):
     return [pair for pair in pairs if pair not in missing]
 
 
+def note_resized_ground_truth(result_paths, truth_paths, what, how, notes):
+    """Note (in `notes`) how many results differ in size from their ground truth, which ``score_pair`` then
+    resizes (`how` says with which filter). Raises DataError, before any scoring, for another aspect ratio."""
+    differing = []
+    for result_path, truth_path in zip(result_paths, truth_paths):
+        result_size, truth_size = open_image(result_path).size, open_image(truth_path).size
+        if result_size != truth_size:
+            check_same_aspect_ratio(result_path, result_size, truth_path, truth_size)
+            differing.append((result_size, truth_size))
+    if differing:
+        (width, height), (truth_width, truth_height) = differing[0]
+        notes.append(f'{len(differing)} of {len(result_paths)} {what} are of another size than their ground truth '
+                     f'(e.g. {width}x{height} against {truth_width}x{truth_height}): they are scored against the '
+                     f'{how}')
+
+
 def package_version(distribution):
     try:
         return version(distribution)
@@ -692,6 +936,10 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
     if 'iou' in metrics:
         mask_pairs = present_pairs(pairs, layout.warp_mask, f'GMM warp masks of {args.paired_list}',
                                    producing_command(args, 'GMM', args.paired_list), args.allow_missing, notes)
+        note_resized_ground_truth([layout.warp_mask(*pair) for pair in mask_pairs],
+                                  [layout.parse_map(im_name) for im_name, _ in mask_pairs], 'warp masks',
+                                  'parse maps resized to their size with NEAREST, as cp_dataset.load_parse_labels '
+                                  'resizes them', notes)
         merge_pair_scores(scores, per_pair_scores(layout, mask_pairs, ['iou'], args.mask_threshold,
                                                   args.cloth_labels, workers=args.workers))
         results['iou'] = {**aggregate(scores, 'iou'), 'implementation': implementation(
@@ -701,6 +949,10 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
         return results, scores
     tryon_pairs = present_pairs(pairs, layout.tryon, f'TOM try-on results of {args.paired_list}',
                                 producing_command(args, 'TOM', args.paired_list), args.allow_missing, notes)
+    note_resized_ground_truth([layout.tryon(*pair) for pair in tryon_pairs],
+                              [layout.person_image(im_name) for im_name, _ in tryon_pairs], 'try-on results',
+                              'person photos resized to their size with LANCZOS, as cp_dataset.load_photo resizes '
+                              'photos', notes)
     ssim_metrics = [metric for metric in tryon_metrics if metric != 'lpips']
     merge_pair_scores(scores, per_pair_scores(layout, tryon_pairs, ssim_metrics, workers=args.workers))
     if 'ssim' in metrics:
@@ -728,20 +980,57 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
     return results, scores
 
 
-def unpaired_metric_results(args, layout, metrics, notes, device):
-    """{metric: result} for the requested unpaired metrics (IS, FID) on the unpaired list's try-on results."""
-    pairs = read_list(args.dataroot, args.unpaired_list, '--unpaired_list')
+def inception_score_result(probs, splits):
+    """The IS result of class probabilities [N,1000] (N >= splits) in `splits` splits."""
+    mean, std = inception_score_from_probs(probs, splits)
+    return {'value': mean, 'std': std, 'splits': splits, 'num_images': len(probs)}
+
+
+def subset_inception_score(probs, run_images, run_splits):
+    """The IS result of a subset's class probabilities [n,1000], in as many splits as leave each at least as many
+    images as a split of the whole run's IS (`run_images` in `run_splits`): IS grows with the images per split,
+    so only splits of that size are comparable with the run's. MetricUnavailable where n is less than one split."""
+    per_split = max(1, run_images // run_splits)
+    if len(probs) < per_split:
+        raise MetricUnavailable(f'{len(probs)} try-on images, fewer than the {per_split} of one split of the whole '
+                                f"run's IS")
+    return inception_score_result(probs, len(probs) // per_split)
+
+
+def fid_result(fake, real):
+    """The FID result of try-on features [N,D] against person-photo features [M,D]; MetricUnavailable for N or M < 2."""
+    if min(len(fake), len(real)) < 2:
+        raise MetricUnavailable('FID needs at least 2 try-on and 2 person images')
+    return {'value': fid_from_features(fake, real), 'num_images': len(fake), 'num_real_images': len(real)}
+
+
+def unavailable_if_raised(compute):
+    """compute(), or {'unavailable': reason} where it raises MetricUnavailable (a subset too small)."""
+    try:
+        return compute()
+    except MetricUnavailable as reason:
+        return {'unavailable': str(reason)}
+
+
+def unpaired_metric_results(args, layout, pairs, metrics, notes, device, subsets):
+    """({metric: result}, {subset: {metric: result}}, list description) for the requested unpaired metrics (IS,
+    FID): on the try-on results of the unpaired list `pairs`, and on those of each subset's pairs (`subsets`:
+    {subset: [pair keys]}). A subset's FID compares its try-ons with every person photo, as the run's does."""
     pairs = present_pairs(pairs, layout.tryon, f'TOM try-on results of {args.unpaired_list}',
                           producing_command(args, 'TOM', args.unpaired_list), args.allow_missing, notes)
     tryon_paths = [layout.tryon(*pair) for pair in pairs]
-    results = {}
+    row_of = {pair_key(*pair): row for row, pair in enumerate(pairs)}
+    subset_rows = {subset: [row_of[key] for key in keys if key in row_of] for subset, keys in subsets.items()}
+    results, subset_results = {}, {subset: {} for subset in subsets}
     if 'is' in metrics:
         def compute_is(network):
             if len(tryon_paths) < args.is_splits:
                 raise MetricUnavailable(f'{len(tryon_paths)} try-on images, fewer than --is_splits {args.is_splits}')
             probs = network_outputs(network, tryon_paths, device, args.batch_size, args.workers, 'IS')
-            mean, std = inception_score_from_probs(probs, args.is_splits)
-            return {'value': mean, 'std': std, 'splits': args.is_splits, 'num_images': len(tryon_paths),
+            for subset, rows in subset_rows.items():
+                subset_results[subset]['is'] = unavailable_if_raised(
+                    partial(subset_inception_score, probs[rows], len(probs), args.is_splits))
+            return {**inception_score_result(probs, args.is_splits),
                     'implementation': implementation('torchvision', model='inception_v3', resize='bilinear 299x299',
                                                      input_range=[-1, 1], output='softmax over 1000 classes')}
         results['is'] = with_weights('is', args.inception_weights, InceptionClassifier, compute_is, notes)
@@ -756,13 +1045,14 @@ def unpaired_metric_results(args, layout, metrics, notes, device):
                 notes.append(f'FID from {len(fake)} and {len(real)} images, fewer than its {fake.shape[1]} '
                              f'features: the covariances are singular and FID reads high; compare only '
                              f'FIDs of equally many images')
-            return {'value': fid_from_features(fake, real), 'num_images': len(fake), 'num_real_images': len(real),
-                    'real_images': str(layout.data_dir / 'image'),
+            for subset, rows in subset_rows.items():
+                subset_results[subset]['fid'] = unavailable_if_raised(partial(fid_result, fake[rows], real))
+            return {**fid_result(fake, real), 'real_images': str(layout.data_dir / 'image'),
                     'implementation': implementation('pytorch-fid', features='pool3 (2048)',
                                                      resize='bilinear 299x299', input_range=[-1, 1],
                                                      frechet_distance='evaluate.frechet_distance (eigenvalues)')}
         results['fid'] = with_weights('fid', args.fid_weights, FidInception, compute_fid, notes)
-    return results, {'path': str(Path(args.dataroot) / args.unpaired_list), 'pairs': len(pairs)}
+    return results, subset_results, {'path': str(Path(args.dataroot) / args.unpaired_list), 'pairs': len(pairs)}
 
 
 def default_tryon_dir(args):
@@ -781,21 +1071,80 @@ def output_path(args, layout, metrics):
     return results_folder.parent / 'metrics.json'
 
 
+def missing_difficulty_files(layout, pairs):
+    """Why ``difficulty_measures`` cannot measure `pairs` (data files it reads are missing), or None."""
+    needed = dict.fromkeys(path for im_name, c_name in pairs
+                           for path in (layout.cloth(c_name), layout.cloth_mask(c_name), layout.person_image(im_name),
+                                        layout.parse_map(im_name), layout.pose(im_name)))
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        return (f'{len(missing)} of the {len(needed)} data files they read (cloth/, cloth-mask/, image/, '
+                f'image-parse/, pose/) are missing, e.g. {missing[0]}')
+    return None
+
+
+def difficulty_report(args, layout, list_pairs, notes):
+    """(per-pair measures, the report's 'subsets' without their metrics) of the pairs of every list in `list_pairs`
+    ({'paired' or 'unpaired': [(im_name, c_name)]}): per subset its definition, and its size and pair keys in each
+    list; {} and the reason, per subset and in a note, where data files are missing."""
+    thresholds = {'textured': args.textured_threshold, 'occluded': args.occluded_threshold}
+    subsets = {subset: {'definition': {**definition, 'threshold': thresholds[subset],
+                                       'rule': f'{definition["measure"]} > {thresholds[subset]}'}}
+               for subset, definition in SUBSET_DEFINITIONS.items()}
+    pairs = list(dict.fromkeys(pair for listed in list_pairs.values() for pair in listed))
+    reason = missing_difficulty_files(layout, pairs)
+    if reason:
+        notes.append(f'difficulty subsets not computed: {reason}')
+        for entry in subsets.values():
+            entry['unavailable'] = reason
+        return {}, subsets
+    measures = difficulty_measures(layout.dataroot, layout.datamode, pairs, args.workers)
+    members = {name: subset_members(measures, args.textured_threshold, args.occluded_threshold,
+                                    [pair_key(*pair) for pair in listed]) for name, listed in list_pairs.items()}
+    for subset, entry in subsets.items():
+        entry['size'] = {name: len(members[name][subset]) for name in list_pairs}
+        entry['pairs'] = {name: members[name][subset] for name in list_pairs}
+        entry['metrics'] = {}
+    return measures, subsets
+
+
+def subset_metric_results(run_results, subset_result):
+    """{metric: result} of a subset: subset_result(metric), or the whole run's reason where a metric is unavailable."""
+    return {metric: {'unavailable': result['unavailable']} if 'unavailable' in result else subset_result(metric)
+            for metric, result in run_results.items()}
+
+
 def evaluate(args):
-    """Compute the requested metrics. Returns the report (JSON-ready): settings, metrics, notes, per-pair scores."""
+    """Compute the requested metrics. Returns the report (JSON-ready): settings, metrics, notes, per-pair scores,
+    and the difficulty subsets with their metrics and the per-pair measures."""
     metrics = args.metrics
     layout = RunLayout(Path(args.dataroot), args.datamode,
                        Path(args.tryon_dir) if args.tryon_dir else default_tryon_dir(args),
                        Path(args.warp_mask_dir) if args.warp_mask_dir else default_warp_mask_dir(args))
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    notes, results, lists, scores = [], {}, {}, {}
+    notes, results, lists, scores, list_pairs = [], {}, {}, {}, {}
     if any(metric in metrics for metric in PAIRED_METRICS):
-        pairs, lists['paired'] = paired_list(args, layout, notes)
-        paired_results, scores = paired_metric_results(args, layout, pairs, metrics, notes, device)
-        results.update(paired_results)
+        list_pairs['paired'], lists['paired'] = paired_list(args, layout, notes)
     if any(metric in metrics for metric in UNPAIRED_METRICS):
-        unpaired_results, lists['unpaired'] = unpaired_metric_results(args, layout, metrics, notes, device)
+        list_pairs['unpaired'] = read_list(args.dataroot, args.unpaired_list, '--unpaired_list')
+    measures, subsets = difficulty_report(args, layout, list_pairs, notes)
+    available = {subset: entry for subset, entry in subsets.items() if 'unavailable' not in entry}
+    if 'paired' in list_pairs:
+        paired_results, scores = paired_metric_results(args, layout, list_pairs['paired'], metrics, notes, device)
+        results.update(paired_results)
+        for entry in available.values():
+            entry['metrics'].update(subset_metric_results(
+                paired_results, partial(aggregate, scores, keys=entry['pairs']['paired'])))
+    if 'unpaired' in list_pairs:
+        unpaired_results, unpaired_subset_results, lists['unpaired'] = unpaired_metric_results(
+            args, layout, list_pairs['unpaired'], metrics, notes, device,
+            {subset: entry['pairs']['unpaired'] for subset, entry in available.items()})
         results.update(unpaired_results)
+        for subset, entry in available.items():
+            entry['metrics'].update(subset_metric_results(unpaired_results, unpaired_subset_results[subset].get))
+        if 'value' in results.get('fid', {}) and available:
+            notes.append("a subset's FID compares its try-ons with every person photo; FID reads higher for fewer "
+                         "images, so compare it only with FIDs of equally many")
     return {
         'protocol': 'CP-VTON+ (CVPRW 2020) Table 1',
         'settings': {'dataroot': str(layout.dataroot), 'datamode': layout.datamode,
@@ -807,6 +1156,8 @@ def evaluate(args):
         'published': {name: {metric: list(value) if isinstance(value, tuple) else value
                              for metric, value in row.items()} for name, row in PUBLISHED.items()},
         'per_pair': scores,
+        'subsets': subsets,
+        'per_pair_difficulty': measures,
         'output': str(output_path(args, layout, metrics)),
     }
 
@@ -822,11 +1173,11 @@ def format_cell(metric, value):
     return f'{value:.2f}' if metric == 'fid' else f'{value:.4f}'
 
 
-def run_row(report):
-    """This run's cells: a value, 'n/a' (asked for but unavailable) or '-' (not asked for)."""
+def result_cells(results):
+    """Table cells of {metric: result}: a value, 'n/a' (asked for but unavailable) or '-' (not asked for)."""
     cells = {}
     for metric, _ in TABLE_COLUMNS:
-        result = report['metrics'].get(metric)
+        result = results.get(metric)
         if result is None:
             cells[metric] = '-'
         elif 'unavailable' in result or result['value'] is None:
@@ -837,11 +1188,23 @@ def run_row(report):
     return cells
 
 
+def subset_rows(report):
+    """(name, cells) of each difficulty subset that was computed, named with its size in each pair list."""
+    rows = []
+    for subset, entry in report['subsets'].items():
+        if 'unavailable' not in entry:
+            size = ', '.join(f'{count} {name}' for name, count in entry['size'].items())
+            rows.append((f'  {subset} ({size})', result_cells(entry['metrics'])))
+    return rows
+
+
 def format_table(report):
-    """The table printed to the terminal: this run beside CP-VTON+ Table 1, then counts and notes."""
+    """The table printed to the terminal: this run and its difficulty subsets beside CP-VTON+ Table 1, then
+    counts and notes."""
     rows = [(name, {metric: format_cell(metric, row[metric]) if metric in row else '-'
                     for metric, _ in TABLE_COLUMNS}) for name, row in PUBLISHED.items()]
-    rows.append(('this run', run_row(report)))
+    rows.append(('this run', result_cells(report['metrics'])))
+    rows += subset_rows(report)
     header = ['method'] + [title for _, title in TABLE_COLUMNS]
     lines = [header] + [[name] + [cells[metric] for metric, _ in TABLE_COLUMNS] for name, cells in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
@@ -851,6 +1214,11 @@ def format_table(report):
                 'SSIM-M: MATLAB ssim on the RGB arrays,')
     text.append('as CP-VTON+ computed the paper values (see evaluate.py). n/a: asked for but unavailable; '
                 '-: not computed.')
+    if subset_rows(report):
+        definitions = [f'{subset}: {entry["definition"]["rule"]} ({entry["definition"]["of"]})'
+                       for subset, entry in report['subsets'].items()]
+        text.append(f'subsets of this run\'s pairs (paired: IoU, SSIM, LPIPS; unpaired: IS, FID): '
+                    f'{"; ".join(definitions)}')
     counts = []
     for metric, title in TABLE_COLUMNS:
         result = report['metrics'].get(metric)
@@ -883,6 +1251,16 @@ def label_list(text):
     return tuple(int(label) for label in text.split(','))
 
 
+def add_threshold_arguments(parser):
+    """The difficulty subsets' thresholds (shared with smart_show_test_result.py's worst cases)."""
+    parser.add_argument('--textured_threshold', type=float, default=TEXTURED_THRESHOLD,
+                        help="subset 'textured': in-shop cloths whose texture energy is above this "
+                             "(default: %(default)s; see evaluate.cloth_texture_energy)")
+    parser.add_argument('--occluded_threshold', type=float, default=OCCLUDED_THRESHOLD,
+                        help="subset 'occluded': persons whose arms cover more than this fraction of the torso "
+                             "(default: %(default)s; see evaluate.torso_occlusion)")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Score a CP-VTON run with the protocol of CP-VTON+ Table 1 '
                                                  '(see the docstring of evaluate.py).')
@@ -913,6 +1291,7 @@ def parse_args(argv=None):
     parser.add_argument('--cloth_labels', type=label_list, default=CLOTH_LABELS,
                         help='IoU: comma-separated LIP labels of the cloth region (default: 5,6,7)')
     parser.add_argument('--is_splits', type=int, default=10, help='Inception Score splits (default: %(default)s)')
+    add_threshold_arguments(parser)
     for spec in WEIGHTS.values():
         parser.add_argument(spec.flag, help=f'{spec.description} (default: <torch hub dir>/checkpoints/'
                                             f'{spec.file_name})')

@@ -4,6 +4,13 @@
     python smart_show_test_result.py --dataroot demo/data --result_dir demo/result \
         --out_simple demo/result_simple --out_verbose demo/result_verbose --annotate_ssim
 
+Worst cases (--worst K): the K same-cloth pairs of --paired_list with the lowest SSIM of the try-on against the
+person photo (--worst_by ssim) or IoU of the warped mask against the cloth region (--worst_by iou), scored as
+evaluate.py scores them, in each difficulty subset of evaluate.py (all pairs, textured clothes, occluded persons):
+    result_worst/<subset>/<rank>_<metric><score>_<pair>.png   the verbose strip, rank and score written on it,
+                                                            e.g. all/01_ssim0.412_000001_0_000001_1.png
+Only that is written in this mode; a subset folder that already holds files is refused, not mixed with new strips.
+
 For every pair of --data_list:
     result_simple/src_<person>_dst_<cloth>.png   one row of 7 panels (192x256 each): cloth, cloth mask,
                                                  person, person parse (LIP colours), warped cloth,
@@ -18,17 +25,20 @@ import argparse
 import os
 import os.path as osp
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cp_dataset import LIP_PALETTE, pair_key, parse_file_name, pose_file_name, read_keypoints, read_pairs
-from evaluate import ssim_score
+from cp_dataset import LIP_PALETTE, DataError, pair_key, parse_file_name, pose_file_name, read_keypoints, read_pairs
+from evaluate import (RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir,
+                      difficulty_subsets, per_pair_scores, ssim_score)
 from visualization import save_image_atomic
 
 PANEL_SIZE = (192, 256)  # width, height
 LABEL_HEIGHT = 14
+WORST_SUBSETS = ('all', 'textured', 'occluded')   # 'all', then evaluate.difficulty_subsets' subsets
 # Limbs of the COCO-18 skeleton, drawn in the verbose strip's pose panel.
 COCO_LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
               (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
@@ -48,7 +58,23 @@ def get_opt(argv=None):
     parser.add_argument('--annotate_ssim', action='store_true',
                         help="write each pair's try-on SSIM against the person photo on its strips (a ground-truth "
                              "score for same-cloth pairs only)")
-    return parser.parse_args(argv)
+    parser.add_argument('--worst', type=int, metavar='K',
+                        help='worst-cases mode: render only the K same-cloth pairs with the lowest --worst_by score '
+                             'in each difficulty subset (all, textured, occluded) into <out_worst>/<subset>/')
+    parser.add_argument('--worst_by', choices=('ssim', 'iou'), default='ssim',
+                        help="worst cases by the try-on's SSIM or the warped mask's IoU, as evaluate.py scores "
+                             "them (default: %(default)s)")
+    parser.add_argument('--out_worst', default='result_worst')
+    parser.add_argument('--paired_list', default='test_pairs_paired.txt',
+                        help='the same-cloth pairs (person photo = ground truth) that worst-cases mode ranks '
+                             '(default: %(default)s)')
+    add_threshold_arguments(parser)
+    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                        help='processes that score pairs in worst-cases mode (default: %(default)s)')
+    opt = parser.parse_args(argv)
+    if opt.worst is not None and opt.worst < 1:
+        parser.error('--worst K needs K >= 1')
+    return opt
 
 
 def strip_name(im_name, c_name):
@@ -192,8 +218,62 @@ def render_strips(opt):
     return len(pairs), incomplete
 
 
+def worst_cases(scores, keys, count):
+    """The `count` pair keys among `keys` with the lowest score ({pair_key: score}), ascending (ties by key)."""
+    return sorted(keys, key=lambda key: (scores[key], key))[:count]
+
+
+def worst_strip_name(rank, metric, score, key):
+    """E.g. '01_ssim0.412_000001_0_000001_1.png': sorts by rank, and says the score without opening the file."""
+    return f'{rank:02d}_{metric}{score:.3f}_{osp.splitext(key)[0]}.png'
+
+
+def refuse_used_folders(folders):
+    """DataError if a folder already holds files: strips of an earlier run would mix with the new ranking."""
+    used = [folder for folder in folders if osp.isdir(folder) and os.listdir(folder)]
+    if used:
+        raise DataError(f'{used[0]} already holds files; remove it or pass another --out_worst')
+
+
+def render_worst_cases(opt):
+    """Write the worst-cases strips (see the module docstring). Returns ({subset: strips written}, number of pairs
+    of --paired_list left out because their result file is missing)."""
+    layout = RunLayout(Path(opt.dataroot), opt.datamode, default_tryon_dir(opt), default_warp_mask_dir(opt))
+    result_of = layout.tryon if opt.worst_by == 'ssim' else layout.warp_mask
+    listed = read_pairs(osp.join(opt.dataroot, opt.paired_list))
+    pairs = [pair for pair in listed if result_of(*pair).is_file()]
+    folders = {subset: osp.join(opt.out_worst, subset) for subset in WORST_SUBSETS}
+    refuse_used_folders(folders.values())
+    scores = {key: row[opt.worst_by]
+              for key, row in per_pair_scores(layout, pairs, [opt.worst_by], workers=opt.workers).items()}
+    subsets = {'all': list(scores), **difficulty_subsets(opt.dataroot, opt.datamode, pairs, opt.textured_threshold,
+                                                         opt.occluded_threshold, opt.workers)}
+    pair_of = {pair_key(*pair): pair for pair in pairs}
+    written = {}
+    for subset, keys in subsets.items():
+        os.makedirs(folders[subset], exist_ok=True)
+        worst = worst_cases(scores, keys, opt.worst)
+        for rank, key in enumerate(worst, 1):
+            strip = annotate(verbose_strip(PairFiles(opt, *pair_of[key])),
+                             f'{subset} #{rank} of {len(keys)}: {opt.worst_by.upper()} {scores[key]:.3f}')
+            save_image_atomic(strip, osp.join(folders[subset], worst_strip_name(rank, opt.worst_by, scores[key], key)))
+        written[subset] = len(worst)
+    return written, len(listed) - len(pairs)
+
+
 def main(argv=None):
     opt = get_opt(argv)
+    if opt.worst is not None:
+        try:
+            written, missing = render_worst_cases(opt)
+        except DataError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 2
+        print(f'wrote the worst cases by {opt.worst_by} to {opt.out_worst}: ' +
+              ', '.join(f'{count} {subset}' for subset, count in written.items()))
+        if missing:
+            print(f'warning: {missing} pairs of {opt.paired_list} lack results and were not ranked')
+        return 0
     count, incomplete = render_strips(opt)
     print(f'wrote {count} strips to {opt.out_simple}' + (f' and {opt.out_verbose}' if opt.out_verbose else ''))
     if incomplete:

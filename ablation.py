@@ -1,0 +1,408 @@
+"""Ablation of CP-VTON+'s improvements: train and test the original CP-VTON and each option on the
+same data, with the same seed and step budget, and compare them overall and on the hard subsets.
+
+    bash scripts/ablation.sh                                   # synthetic data, ~20 min on 2 CPU cores
+    bash scripts/ablation.sh --gmm_steps 20000 --tom_steps 20000 --dataroot data --batch_size 8
+
+Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+). A
+variant whose GMM options equal another's reuses that GMM, so a TOM-only option is compared on
+the very same warps. Everything goes under --out (default ablation/):
+
+    data/                synthetic VITON-format data (unless --dataroot)
+    <variant>/           its checkpoints, test results, TensorBoard logs, metrics.json
+    logs/                every command's output
+    strips/              per variant, the same hard pairs side by side (warped cloth and try-on)
+    ablation.md          the table (IoU, SSIM, LPIPS where its weights are present, overall and per
+                         difficulty subset), the strips, and the commands that made them
+
+IoU scores GMM's warp; SSIM and LPIPS score the try-on against the person (same-cloth pairs).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+
+import evaluate
+import test as test_script
+import train
+from cp_dataset import pair_key, read_pairs
+from networks import find_vgg19_weights
+from smart_show_test_result import annotate, labelled_row, open_panel
+from synthetic_data import generate_dataset
+
+PAIRED_LIST = 'test_pairs_paired.txt'
+SUBSETS = ('all', 'textured', 'occluded')
+METRICS = (('iou', 'IoU'), ('ssim', 'SSIM'), ('lpips', 'LPIPS'))
+MARKER = 'ablation_run.json'    # marks --out as made by this script (see --overwrite)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    gmm_flags: tuple = ()
+    tom_flags: tuple = ()
+
+
+GIC = ('--gic_weight', '40')
+REGIONS = ('--reserved_regions', 'cpvton_plus')
+BODY = ('--body_shape', 'image-mask')
+MASK_INPUT = ('--tom_mask_input',)
+MASK_TARGET = ('--tom_mask_target', 'person_cloth')
+VARIANTS = {variant.name: variant for variant in (
+    Variant('baseline', 'the original CP-VTON'),
+    Variant('gic', 'GMM grid-interval-consistency loss, weight 40', GIC),
+    Variant('reserved_regions', 'stage-specific reserved regions', REGIONS, REGIONS),
+    Variant('body_shape', 'body shape from image-mask/', BODY, BODY),
+    Variant('tom_mask_input', 'TOM also takes the warped mask (26 channels)', (), MASK_INPUT),
+    Variant('tom_mask_target', "TOM mask loss against the person's cloth region", (), MASK_TARGET),
+    Variant('cpvton_plus', 'all of the above (CP-VTON+)', GIC + REGIONS + BODY,
+            REGIONS + BODY + MASK_INPUT + MASK_TARGET),
+)}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train and test CP-VTON and each CP-VTON+ option on the same data; '
+                                                 'write ablation.md.')
+    parser.add_argument('--out', default='ablation', help='output folder (default: %(default)s)')
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: all)')
+    parser.add_argument('--gmm_steps', type=int, default=80, help='GMM training steps (default: %(default)s)')
+    parser.add_argument('--tom_steps', type=int, default=30, help='TOM training steps (default: %(default)s)')
+    parser.add_argument('--batch_size', type=int, default=4, help='(default: %(default)s)')
+    parser.add_argument('--lr', type=float, default=0.0001, help='(default: %(default)s, the original)')
+    parser.add_argument('--seed', type=int, default=0, help='one seed for every variant (default: %(default)s)')
+    parser.add_argument('--dataroot', help='VITON-format data to use (default: synthetic data made in <out>/data)')
+    parser.add_argument('--n_train', type=int, default=120, help='synthetic training persons (default: %(default)s)')
+    parser.add_argument('--n_test', type=int, default=30, help='synthetic test persons (default: %(default)s)')
+    parser.add_argument('--textured_share', type=float, default=0.5, help='synthetic data (default: %(default)s)')
+    parser.add_argument('--occluded_share', type=float, default=0.3, help='synthetic data (default: %(default)s)')
+    parser.add_argument('--hard_pairs', type=int, default=4, help='pairs shown in the strips (default: %(default)s)')
+    parser.add_argument('--workers', type=int, default=1, help='data loader workers (default: %(default)s)')
+    parser.add_argument('--gpu_ids', default='', help="train.py's --gpu_ids (default: a GPU if there is one)")
+    parser.add_argument('--overwrite', action='store_true', help='replace an earlier ablation run in --out')
+    args = parser.parse_args(argv)
+    args.variants = [name.strip() for name in args.variants.split(',') if name.strip()]
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f'unknown variant(s) {unknown}; choose among {",".join(VARIANTS)}')
+    if 'baseline' not in args.variants:
+        args.variants.insert(0, 'baseline')   # the reference every row is compared with
+    return args
+
+
+# --------------------------------------------------------------------------- running the steps
+
+class Runner:
+    """Runs train.py, test.py and evaluate.py in this process (imported once: a fresh interpreter per
+    command cost about 5 s each), each command's output going to <out>/logs/<name>.log."""
+
+    def __init__(self, out):
+        self.logs = osp.join(out, 'logs')
+        os.makedirs(self.logs, exist_ok=True)
+        self.commands = []
+
+    def __call__(self, name, script, *args):
+        args = [str(arg) for arg in args]
+        self.commands.append(f'python {script.__name__}.py {" ".join(args)}')
+        log_path = osp.join(self.logs, f'{name}.log')
+        start = time.time()
+        with open(log_path, 'w') as log, redirect_stdout(log), redirect_stderr(log):
+            try:
+                status = script.main(args)
+            except SystemExit as stop:   # the scripts stop with a message on bad data or options
+                print(stop, file=log)
+                status = 1
+        if status:
+            with open(log_path) as log:
+                tail = log.read()[-3000:]
+            raise SystemExit(f'{name} failed; its log is {log_path}:\n{tail}')
+        print(f'  {name}: {time.time() - start:.0f} s', flush=True)
+
+
+def prepare_out(args):
+    """Create --out; an earlier run there is replaced only with --overwrite, other content never."""
+    if osp.exists(args.out) and os.listdir(args.out):
+        if not osp.isfile(osp.join(args.out, MARKER)):
+            raise SystemExit(f'{args.out} exists and was not made by ablation.py; choose another --out.')
+        if not args.overwrite:
+            raise SystemExit(f'{args.out} holds an earlier ablation run; pass --overwrite to replace it, '
+                             f'or choose another --out.')
+        shutil.rmtree(args.out)
+    os.makedirs(args.out, exist_ok=True)
+    with open(osp.join(args.out, MARKER), 'w') as f:
+        json.dump({key: value for key, value in vars(args).items()}, f, indent=2)
+
+
+def vgg_flags():
+    """ImageNet VGG19 for TOM's perceptual loss where its weights are present, else random (said loudly)."""
+    try:
+        find_vgg19_weights()
+        return []
+    except FileNotFoundError:
+        print('note: no ImageNet VGG19 weights in torch\'s cache: TOM trains with --vgg_init random '
+              '(the same for every variant)', flush=True)
+        return ['--vgg_init', 'random']
+
+
+def variant_dataroot(args, source, gmm_results, name):
+    """A dataroot for TOM: the source data's folders and pair lists linked, plus this GMM's warps."""
+    root = osp.join(args.out, name, 'data')
+    for split in ('train', 'test'):
+        os.makedirs(osp.join(root, split), exist_ok=True)
+        for folder in os.listdir(osp.join(source, split)):
+            if folder not in ('warp-cloth', 'warp-mask'):
+                os.symlink(osp.abspath(osp.join(source, split, folder)), osp.join(root, split, folder))
+        for folder in ('warp-cloth', 'warp-mask'):
+            shutil.copytree(osp.join(gmm_results, split, folder), osp.join(root, split, folder))
+    for entry in os.listdir(source):
+        if entry.endswith('.txt'):
+            os.symlink(osp.abspath(osp.join(source, entry)), osp.join(root, entry))
+    return root
+
+
+def link_user_data(source, root):
+    """<out>/data: links to the user's split folders (their warps left out: each variant makes its own) and
+    copies of the pair lists, plus same-cloth test pairs derived by VITON's naming where the data has none.
+    Nothing is written into the user's data."""
+    for split in ('train', 'test'):
+        os.makedirs(osp.join(root, split))
+        for folder in os.listdir(osp.join(source, split)):
+            if folder not in ('warp-cloth', 'warp-mask'):
+                os.symlink(osp.abspath(osp.join(source, split, folder)), osp.join(root, split, folder))
+    for entry in os.listdir(source):
+        if entry.endswith('.txt'):
+            shutil.copy(osp.join(source, entry), osp.join(root, entry))
+    if not osp.isfile(osp.join(root, PAIRED_LIST)):
+        pairs = evaluate.derive_paired_pairs(read_pairs(osp.join(root, 'test_pairs.txt')),
+                                             osp.join(root, 'test', 'cloth'))
+        if not pairs:
+            raise SystemExit(f'{source} has no {PAIRED_LIST} and no same-cloth pair could be derived from its '
+                             f'test_pairs.txt (person NNNNNN_0.jpg, cloth NNNNNN_1.jpg): write {PAIRED_LIST}.')
+        with open(osp.join(root, PAIRED_LIST), 'w') as f:
+            f.writelines(f'{im_name} {c_name}\n' for im_name, c_name in pairs)
+        print(f'note: {source} has no {PAIRED_LIST}; derived {len(pairs)} same-cloth pairs from test_pairs.txt',
+              flush=True)
+
+
+def train_and_test_gmm(args, run, dataroot, gmm_flags, name):
+    """Train GMM with ``gmm_flags``, warp the train and test splits; returns a dataroot with its warps."""
+    folder = osp.join(args.out, name)
+    common = ['--stage', 'GMM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
+              '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
+    run(f'{name}-gmm-train', train, '--name', 'gmm', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
+        '--keep_step', args.gmm_steps * 2 // 3, '--decay_step', args.gmm_steps - args.gmm_steps * 2 // 3,
+        '--save_count', args.gmm_steps + 1, '--display_count', max(1, args.gmm_steps // 4), '--lr', args.lr,
+        '--seed', args.seed, '--shuffle', *gmm_flags)
+    checkpoint = osp.join(folder, 'checkpoints', 'gmm', 'gmm_final.pth')
+    results = osp.join(folder, 'result')
+    for datamode, data_list in (('train', 'train_pairs.txt'), ('test', PAIRED_LIST)):
+        run(f'{name}-gmm-test-{datamode}', test_script, '--name', 'gmm_test', *common,
+            '--datamode', datamode, '--data_list', data_list, '--checkpoint', checkpoint, '--result_dir', results,
+            '--display_count', 1000000)
+    return variant_dataroot(args, dataroot, osp.join(results, 'gmm_final.pth'), name)
+
+
+def train_and_test_tom(args, run, dataroot, tom_flags, name, vgg):
+    folder = osp.join(args.out, name)
+    common = ['--stage', 'TOM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
+              '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
+    run(f'{name}-tom-train', train, '--name', 'tom', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
+        '--keep_step', args.tom_steps * 2 // 3, '--decay_step', args.tom_steps - args.tom_steps * 2 // 3,
+        '--save_count', args.tom_steps + 1, '--display_count', max(1, args.tom_steps // 3), '--lr', args.lr,
+        '--seed', args.seed, '--shuffle', *vgg, *tom_flags)
+    checkpoint = osp.join(folder, 'checkpoints', 'tom', 'tom_final.pth')
+    run(f'{name}-tom-test', test_script, '--name', 'tom_test', *common, '--data_list', PAIRED_LIST,
+        '--checkpoint', checkpoint, '--result_dir', osp.join(folder, 'result'), '--display_count', 1000000)
+
+
+def evaluate_variant(args, run, dataroot, name, gmm_result_dir):
+    folder = osp.join(args.out, name)
+    metrics_path = osp.join(folder, 'metrics.json')
+    run(f'{name}-evaluate', evaluate, '--dataroot', dataroot, '--metrics', 'iou,ssim,lpips',
+        '--tryon_dir', osp.join(folder, 'result', 'tom_final.pth', 'test', 'try-on'),
+        '--warp_mask_dir', osp.join(gmm_result_dir, 'gmm_final.pth', 'test', 'warp-mask'),
+        '--paired_list', PAIRED_LIST, '--workers', args.workers, '--out', metrics_path)
+    with open(metrics_path) as f:
+        return json.load(f)
+
+
+def run_variants(args):
+    """Train, test and evaluate every variant; returns {variant: (dataroot, GMM folder, report, seconds)}."""
+    run = Runner(args.out)
+    dataroot = osp.join(args.out, 'data')
+    if args.dataroot is None:
+        print(f'synthetic data -> {dataroot}', flush=True)
+        generate_dataset(dataroot, args.n_train, args.n_test, args.seed, textured_share=args.textured_share,
+                         occluded_share=args.occluded_share)
+    else:
+        link_user_data(args.dataroot, dataroot)
+    vgg = vgg_flags()
+    gmm_runs = {}   # GMM flags -> (variant that trained it, its dataroot with warps)
+    done = {}
+    for name in args.variants:
+        variant = VARIANTS[name]
+        print(f'[{name}] {variant.description}', flush=True)
+        start = time.time()
+        if variant.gmm_flags not in gmm_runs:
+            gmm_runs[variant.gmm_flags] = name, train_and_test_gmm(args, run, dataroot, variant.gmm_flags, name)
+        gmm_owner, tom_dataroot = gmm_runs[variant.gmm_flags]
+        if gmm_owner != name:
+            print(f'  GMM: the one of {gmm_owner} (same GMM options)', flush=True)
+        train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, vgg)
+        report = evaluate_variant(args, run, tom_dataroot, name, osp.join(args.out, gmm_owner, 'result'))
+        done[name] = tom_dataroot, osp.join(args.out, gmm_owner, 'result'), report, time.time() - start
+    return done, run.commands
+
+
+# --------------------------------------------------------------------------- the report
+
+def subset_value(report, subset, metric):
+    """(value or None, pairs scored) of ``metric`` on ``subset`` ('all' = every pair) of an evaluate.py report."""
+    result = report['metrics'] if subset == 'all' else report.get('subsets', {}).get(subset, {}).get('metrics', {})
+    entry = result.get(metric)
+    if not entry or 'unavailable' in entry or entry.get('value') is None:
+        return None, 0
+    return entry['value'], entry.get('num_images', 0)
+
+
+def subset_pairs(report, subset):
+    """Pair keys of a difficulty subset among the same-cloth pairs of an evaluate.py report."""
+    return report.get('subsets', {}).get(subset, {}).get('pairs', {}).get('paired', [])
+
+
+def subset_sizes(report):
+    sizes = {'all': report['pair_lists']['paired']['pairs']}
+    sizes.update({subset: len(subset_pairs(report, subset)) for subset in SUBSETS[1:]})
+    return sizes
+
+
+def format_cell(value, reference, lower_is_better):
+    """'0.712' for the baseline, '0.705 (-0.007 ↓)' for the others: the difference to the baseline."""
+    if value is None:
+        return 'n/a'
+    if reference is None:
+        return f'{value:.3f}'
+    delta = value - reference
+    if abs(delta) < 5e-4:
+        return f'{value:.3f} (±0.000)'
+    better = delta < 0 if lower_is_better else delta > 0
+    return f'{value:.3f} ({delta:+.3f} {"↑" if better else "↓"})'
+
+
+def metrics_table(done):
+    """Markdown table: one row per variant, IoU/SSIM/LPIPS on all pairs and each subset, deltas to the baseline."""
+    baseline = done['baseline'][2]
+    shown = [(metric, title) for metric, title in METRICS
+             if any(subset_value(report, 'all', metric)[0] is not None for _, _, report, _ in done.values())]
+    sizes = subset_sizes(baseline)
+    header = ['variant'] + [f'{title} {subset} (n={sizes[subset]})' for metric, title in shown for subset in SUBSETS]
+    lines = ['| ' + ' | '.join(header + ['minutes']) + ' |', '|' + '---|' * (len(header) + 1)]
+    for name, (_, _, report, seconds) in done.items():
+        cells = [f'{name}']
+        for metric, _ in shown:
+            for subset in SUBSETS:
+                value = subset_value(report, subset, metric)[0]
+                reference = subset_value(baseline, subset, metric)[0] if name != 'baseline' else None
+                cells.append(format_cell(value, reference, metric == 'lpips'))
+        lines.append('| ' + ' | '.join(cells + [f'{seconds / 60:.1f}']) + ' |')
+    unavailable = [title for metric, title in METRICS if (metric, title) not in shown]
+    return '\n'.join(lines), unavailable
+
+
+def hard_pairs(done, count):
+    """The same-cloth pairs with the lowest baseline SSIM, taken in turn from the textured and the occluded
+    subsets (then any pair), so that the strips show both kinds of difficulty."""
+    report = done['baseline'][2]
+    ssim = {key: row['ssim'] for key, row in report['per_pair'].items() if 'ssim' in row}
+    ranked = {subset: sorted((key for key in subset_pairs(report, subset) if key in ssim), key=ssim.get)
+              for subset in SUBSETS[1:]}
+    ranked['all'] = sorted(ssim, key=ssim.get)
+    chosen = []
+    while len(chosen) < min(count, len(ssim)):
+        for subset in ('textured', 'occluded', 'all'):
+            candidates = [key for key in ranked[subset] if key not in chosen]
+            if candidates and len(chosen) < count:
+                chosen.append(candidates[0])
+    return chosen
+
+
+def render_strips(args, done, keys):
+    """strips/inputs.png (cloth and person of each hard pair) and strips/<variant>.png (warped cloth and
+    try-on of the same pairs, side by side); returns their paths relative to --out."""
+    folder = osp.join(args.out, 'strips')
+    os.makedirs(folder, exist_ok=True)
+    pairs = {pair_key(*pair): pair for pair in read_pairs(osp.join(done['baseline'][0], PAIRED_LIST))}
+    data = osp.join(done['baseline'][0], 'test')
+    inputs = [[open_panel(osp.join(data, 'cloth', pairs[key][1])), open_panel(osp.join(data, 'image', pairs[key][0]))]
+              for key in keys]
+    paths = {'inputs': 'strips/inputs.png'}
+    labelled_row([panel for pair in inputs for panel in pair],
+                 [label for key in keys for label in (f'cloth {key[:12]}', 'person')]).save(
+        osp.join(args.out, paths['inputs']))
+    for name, (_, gmm_results, report, _) in done.items():
+        panels, labels = [], []
+        for key in keys:
+            warp = open_panel(osp.join(gmm_results, 'gmm_final.pth', 'test', 'warp-cloth', key))
+            tryon = open_panel(osp.join(args.out, name, 'result', 'tom_final.pth', 'test', 'try-on', key))
+            score = report['per_pair'].get(key, {}).get('ssim')
+            panels += [warp, annotate(tryon, f'SSIM {score:.3f}') if score is not None else tryon]
+            labels += ['warped cloth', 'try-on']
+        paths[name] = f'strips/{name}.png'
+        labelled_row(panels, labels).save(osp.join(args.out, paths[name]))
+    return paths
+
+
+def write_report(args, done, commands, total_seconds):
+    table, unavailable = metrics_table(done)
+    keys = hard_pairs(done, args.hard_pairs)
+    strips = render_strips(args, done, keys)
+    data = (f'{args.dataroot} (linked in {osp.join(args.out, "data")})' if args.dataroot else
+            f'synthetic: {args.n_train} train / {args.n_test} test persons, seed {args.seed}, '
+            f'textured share {args.textured_share}, occluded share {args.occluded_share}')
+    lines = [
+        '# CP-VTON+ options: ablation', '',
+        f'Data: {data}. Budget: GMM {args.gmm_steps} steps, TOM {args.tom_steps} steps, batch {args.batch_size}, '
+        f'lr {args.lr}, seed {args.seed} (the same for every variant). Total time {total_seconds / 60:.1f} min.', '',
+        'IoU: warped mask vs the cloth region of the person; SSIM: try-on vs the person (skimage, RGB); LPIPS: '
+        'AlexNet. Same-cloth test pairs; subsets as defined by evaluate.py (textured clothes, occluded persons). '
+        'In brackets: the difference to the baseline (↑ better, ↓ worse). Minutes: the time of the variant\'s own '
+        'runs (a variant that reuses another\'s GMM trains only its TOM).', '',
+        table, '',
+    ]
+    if unavailable:
+        lines += [f'Not shown ({", ".join(unavailable)}): unavailable in every run (see each variant\'s '
+                  f'metrics.json for why, e.g. missing pretrained weights).', '']
+    lines += ['## Variants', '']
+    lines += [f'- **{name}**: {VARIANTS[name].description}; GMM flags `{" ".join(VARIANTS[name].gmm_flags) or "-"}`, '
+              f'TOM flags `{" ".join(VARIANTS[name].tom_flags) or "-"}`' for name in done]
+    lines += ['', '## The same hard pairs in every variant', '',
+              'Lowest baseline SSIM, alternately from the textured and the occluded subset: '
+              + ', '.join(f'`{key}`' for key in keys) + '.', '', f'![inputs]({strips["inputs"]})', '']
+    for name in done:
+        lines += [f'**{name}**', '', f'![{name}]({strips[name]})', '']
+    lines += ['## Commands', '', '```', f'python ablation.py {" ".join(sys.argv[1:])}'] + commands + ['```', '']
+    path = osp.join(args.out, 'ablation.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path, table
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prepare_out(args)
+    start = time.time()
+    done, commands = run_variants(args)
+    path, table = write_report(args, done, commands, time.time() - start)
+    print(f'\n{table}\n\nwrote {path} ({(time.time() - start) / 60:.1f} min)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
