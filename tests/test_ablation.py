@@ -1,0 +1,73 @@
+"""ablation.py end to end on a tiny budget: the table, the strips, GMM reuse, and its output folder rules."""
+import os
+
+import pytest
+from PIL import Image
+
+import ablation
+from synthetic_data import generate_dataset
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A 1-step ablation of the baseline and one TOM option on user data without a same-cloth pairs list."""
+    root = tmp_path_factory.mktemp('ablation')
+    data = root / 'user_data'
+    generate_dataset(str(data), n_train=4, n_test=4, seed=3)
+    os.remove(data / 'test_pairs_paired.txt')      # derived from test_pairs.txt, as for VITON
+    before = sorted(str(p.relative_to(data)) for p in data.rglob('*'))
+    out = root / 'out'
+    assert ablation.main(['--out', str(out), '--dataroot', str(data), '--variants', 'tom_mask_input',
+                          '--gmm_steps', '1', '--tom_steps', '1', '--batch_size', '2', '--hard_pairs', '2',
+                          '--workers', '0', '--gpu_ids', '-1']) == 0
+    return out, data, before
+
+
+def table_rows(markdown):
+    return [line for line in markdown.splitlines() if line.startswith('| ') and not line.startswith('| variant')]
+
+
+def test_the_report_has_a_row_per_variant_with_subset_columns(run):
+    out, _, _ = run
+    report = (out / 'ablation.md').read_text()
+    rows = table_rows(report)
+    assert [row.split(' | ')[0].strip('| ') for row in rows] == ['baseline', 'tom_mask_input']
+    header = next(line for line in report.splitlines() if line.startswith('| variant'))
+    for column in ('IoU all (n=4)', 'IoU textured', 'IoU occluded', 'SSIM all (n=4)', 'SSIM textured'):
+        assert column in header
+    baseline_iou = float(rows[0].split(' | ')[1])
+    assert 0 <= baseline_iou <= 1
+    assert '(±0.000)' in rows[1].split(' | ')[1]   # same GMM, so the same IoU
+
+
+def test_a_tom_only_option_reuses_the_baseline_gmm(run):
+    out, _, _ = run
+    assert (out / 'baseline' / 'checkpoints' / 'gmm' / 'gmm_final.pth').is_file()
+    assert not (out / 'tom_mask_input' / 'checkpoints' / 'gmm').exists()
+    assert (out / 'tom_mask_input' / 'checkpoints' / 'tom' / 'options.json').is_file()
+
+
+def test_strips_show_the_same_pairs_for_every_variant(run):
+    out, _, _ = run
+    report = (out / 'ablation.md').read_text()
+    for name in ('inputs', 'baseline', 'tom_mask_input'):
+        assert f'(strips/{name}.png)' in report
+        assert Image.open(out / 'strips' / f'{name}.png').width == 2 * 2 * 192   # 2 pairs x 2 panels
+
+
+def test_the_users_data_is_not_written_to(run):
+    out, data, before = run
+    assert sorted(str(p.relative_to(data)) for p in data.rglob('*')) == before
+    assert (out / 'data' / 'test_pairs_paired.txt').read_text().count('\n') == 4
+
+
+def test_an_existing_output_folder_is_kept_unless_overwrite(run, tmp_path):
+    out, _, _ = run
+    with pytest.raises(SystemExit, match='--overwrite'):
+        ablation.main(['--out', str(out)])
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('mine')
+    with pytest.raises(SystemExit, match='not made by ablation.py'):
+        ablation.main(['--out', str(foreign), '--overwrite'])
+    assert (foreign / 'notes.txt').read_text() == 'mine'
