@@ -143,7 +143,8 @@ def draw_pose_maps(keypoints, height, width, radius, out=None):
     pose_map = torch.empty((len(keypoints), height, width)) if out is None else out
     pose_map.fill_(-1.0)
     pose_image = torch.full((1, height, width), -1.0)
-    # The squares are written through numpy views: a numpy slice assignment costs a tenth of torch's.
+    # The squares are written through numpy views (a numpy slice assignment costs a tenth of torch's)
+    # from Python floats (the JSON's values; arithmetic on numpy scalars is slower).
     maps, image = pose_map.numpy(), pose_image.numpy()[0]
     for i, (x, y, _confidence) in enumerate(np.asarray(keypoints, dtype=np.float64).tolist()):
         if not (x > 1 and y > 1):
@@ -181,17 +182,17 @@ def downsampled_body_shape(silhouette, height, width, out=None):
 
 
 def label_region(parse_array, labels):
-    """Bool [H,W]: where the uint8 label map [H,W] holds one of ``labels``.
+    """Bool [H,W]: where the uint8 label map [H,W] (load_parse_labels') holds one of ``labels``.
 
-    A look-up table indexed by the labels: one pass, where np.isin sorts and compares."""
+    A look-up table indexed by the labels: one pass, where np.isin (labels_mask) sorts and compares."""
     is_wanted = np.zeros(256, dtype=bool)
     is_wanted[list(labels)] = True
     return is_wanted.take(parse_array)
 
 
 def labels_mask(parse_array, labels):
-    """Float tensor [H,W]: 1 where the uint8 label map [H,W] holds one of ``labels``, else 0."""
-    return torch.from_numpy(label_region(parse_array, labels).astype(np.float32))
+    """Float tensor [H,W]: 1 where the label map [H,W] holds one of ``labels``, else 0."""
+    return torch.from_numpy(np.isin(parse_array, labels).astype(np.float32))
 
 
 def masked_image(image, region, outside, out=None):
@@ -434,22 +435,17 @@ def load_mask(path, size):
     return apply_fixes(image, mask_fixes(image, path, size))
 
 
-def fixed_pixels(image, fixes):
-    """uint8 array [H,W] or [H,W,C] of an opened image after its fixes, decoded once."""
-    return np.asarray(apply_fixes(image, fixes))
-
-
 def load_photo_pixels(path, size, scales_keypoints=False):
     """load_photo as a uint8 array [H,W,3]: (pixels, (x, y) resize factors)."""
     with Image.open(path) as image:
         fixes = photo_fixes(image, path, size, scales_keypoints)
-        return fixed_pixels(image, fixes), (size[0] / image.width, size[1] / image.height)
+        return np.asarray(apply_fixes(image, fixes)), (size[0] / image.width, size[1] / image.height)
 
 
 def load_mask_pixels(path, size):
-    """load_mask as a uint8 array [H,W]."""
+    """load_mask as a uint8 array [H,W], 0..255."""
     with Image.open(path) as image:
-        return fixed_pixels(image, mask_fixes(image, path, size))
+        return np.asarray(apply_fixes(image, mask_fixes(image, path, size)))
 
 
 def load_parse_labels(path, size):

@@ -93,3 +93,18 @@ def test_tiny_run_writes_every_result(tmp_path, capsys):
     assert numbers and all(n > 0 for n in numbers)
     report = capsys.readouterr().out
     assert '| GMM training step |' in report and 'randomly initialised VGG19' in report
+
+
+def test_data_path_at_512x384_on_256x192_files(tmp_path):
+    # The synthetic data is 256x192: CPDataset resizes it on load, the original loader cannot read it.
+    args = benchmark.get_args(['--device', 'cpu', '--batch_size', '1', '--repeats', '1', '--warmup', '0',
+                               '--n_train', '2', '--fine_height', '512', '--fine_width', '384',
+                               '--compare-baseline'])
+    benchmark.prepare_dataroot(args, str(tmp_path))
+    opt = benchmark.dataset_opt(args)
+    items = benchmark.measure_data_items(args, opt, args.compare_baseline, str(tmp_path))
+    assert set(items) == {'fast', 'files_resized_from'} and items['files_resized_from'] == [192, 256]
+    assert benchmark.CPDataset(opt)[0]['agnostic'].shape == (22, 512, 384)
+    assert benchmark.measure_loader(args, opt, 0)['samples_per_s'] > 0
+    assert 'n/a' in benchmark.data_item_comparison(items)
+    assert 'resized on load to 512x384' in benchmark.resize_note(items, {'fine_height': 512, 'fine_width': 384})

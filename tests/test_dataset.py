@@ -1,8 +1,13 @@
 """The dataset returns the original loader's tensors; real VITON files read without error."""
+import numpy as np
+import pytest
 import torch
+from PIL import Image
+from torchvision import transforms
 
 from conftest import REFERENCE, VITON_SAMPLES, make_opt, require
-from cp_dataset import CPDataLoader, CPDataset, draw_pose_maps, read_keypoints
+from cp_dataset import (CPDataLoader, CPDataset, draw_pose_maps, label_region, labels_mask, masked_image, normalized,
+                        read_keypoints, to_tensor_normalized)
 
 TENSOR_KEYS = ('cloth', 'cloth_mask', 'image', 'agnostic', 'parse_cloth', 'shape', 'head', 'pose_image')
 
@@ -23,6 +28,39 @@ def test_every_tensor_equals_the_original_loader():
                 assert item['grid_image'].min() == -1 and item['grid_image'].max() == 1
             else:
                 assert item['grid_image'] == ''
+
+
+EVERY_LEVEL = np.arange(256, dtype=np.uint8).reshape(16, 16)
+
+
+@pytest.mark.parametrize('mode', ['L', 'RGB'])
+def test_normalisation_equals_torchvision_for_every_level(mode):
+    # Each channel holds all 256 levels, in another order per channel, so a channel mix-up shows.
+    pixels = EVERY_LEVEL if mode == 'L' else np.stack([EVERY_LEVEL, EVERY_LEVEL.T, EVERY_LEVEL[::-1]], axis=2)
+    channels = 1 if mode == 'L' else 3
+    original = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * channels, (0.5,) * channels)])
+    expected = original(Image.fromarray(pixels, mode))
+    assert torch.equal(to_tensor_normalized(Image.fromarray(pixels, mode)), expected)
+    assert torch.equal(normalized(pixels), expected)
+
+
+ORIGINAL_MASKINGS = {-1.0: lambda image, mask: image * mask - (1 - mask),    # head
+                     1.0: lambda image, mask: image * mask + (1 - mask)}     # parse_cloth
+
+
+@pytest.mark.parametrize('outside', [-1.0, 1.0])
+def test_masked_image_equals_the_original_arithmetic_for_every_level(outside):
+    image = normalized(np.stack([EVERY_LEVEL] * 3, axis=2))
+    region = np.random.default_rng(0).random((16, 16)) < 0.5
+    original = ORIGINAL_MASKINGS[outside](image, torch.from_numpy(region.astype(np.float32)))
+    assert torch.equal(masked_image(image, region, outside), original)
+
+
+def test_label_region_equals_isin():
+    for labels in ((1, 2, 4, 13), (5, 6, 7), (0,), (19,)):
+        assert np.array_equal(label_region(EVERY_LEVEL, labels), np.isin(EVERY_LEVEL, labels))
+        assert torch.equal(torch.from_numpy(label_region(EVERY_LEVEL, labels).astype(np.float32)),
+                           labels_mask(EVERY_LEVEL, labels))
 
 
 def test_pose_squares_follow_the_original_drawing_rules():
