@@ -73,8 +73,8 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='ablation', help='output folder (default: %(default)s)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: all)')
-    parser.add_argument('--gmm_steps', type=int, default=80, help='GMM training steps (default: %(default)s)')
-    parser.add_argument('--tom_steps', type=int, default=30, help='TOM training steps (default: %(default)s)')
+    parser.add_argument('--gmm_steps', type=int, default=60, help='GMM training steps (default: %(default)s)')
+    parser.add_argument('--tom_steps', type=int, default=20, help='TOM training steps (default: %(default)s)')
     parser.add_argument('--batch_size', type=int, default=4, help='(default: %(default)s)')
     parser.add_argument('--lr', type=float, default=0.0001, help='(default: %(default)s, the original)')
     parser.add_argument('--seed', type=int, default=0, help='one seed for every variant (default: %(default)s)')

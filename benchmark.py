@@ -456,7 +456,10 @@ def compare_gmm_steps(args, batch, work_dir):
                 'original': build_trainer(args, 'GMM', work_dir, original_tps=True)}
     try:
         steps = {name: step_function(trainer, batch) for name, trainer in trainers.items()}
-        results = time_in_turns(steps, args, synchronizer(args.device))
+        # The TPS is a few percent of a CPU step, less than the spread of single steps: more
+        # rounds make the median of the paired ratios settle.
+        rounds = argparse.Namespace(**{**vars(args), 'repeats': args.compare_rounds})
+        results = time_in_turns(steps, rounds, synchronizer(args.device))
         for name, step in steps.items():
             results[name]['step_peak_bytes'] = peak_live_bytes(step, args.device)
     finally:
@@ -569,6 +572,8 @@ def get_args(argv=None):
     parser.add_argument('--cudnn_benchmark', action='store_true', help='cuDNN autotuning (as train.py)')
     parser.add_argument('--compare-baseline', '--compare_baseline', dest='compare_baseline', action='store_true',
                         help='also time the original TPS, pose drawing and GMM step, and check they agree')
+    parser.add_argument('--compare_rounds', type=positive_int, default=15,
+                        help='timed rounds of the original-vs-fast GMM step in --compare-baseline (default: 15)')
     parser.add_argument('--json', default=None, help='write every number to this file')
     args = parser.parse_args(argv)
     if args.device.type == 'cuda' and not torch.cuda.is_available():

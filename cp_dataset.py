@@ -184,15 +184,10 @@ def downsampled_body_shape(silhouette, height, width, out=None):
 def label_region(parse_array, labels):
     """Bool [H,W]: where the uint8 label map [H,W] (load_parse_labels') holds one of ``labels``.
 
-    A look-up table indexed by the labels: one pass, where np.isin (labels_mask) sorts and compares."""
+    A look-up table indexed by the labels: one pass, where np.isin (the original's test) sorts and compares."""
     is_wanted = np.zeros(256, dtype=bool)
     is_wanted[list(labels)] = True
     return is_wanted.take(parse_array)
-
-
-def labels_mask(parse_array, labels):
-    """Float tensor [H,W]: 1 where the label map [H,W] holds one of ``labels``, else 0."""
-    return torch.from_numpy(np.isin(parse_array, labels).astype(np.float32))
 
 
 def masked_image(image, region, outside, out=None):

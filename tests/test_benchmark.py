@@ -74,7 +74,7 @@ def positive_numbers(tree):
 def test_tiny_run_writes_every_result(tmp_path, capsys):
     json_path = tmp_path / 'benchmark.json'
     exit_code = benchmark.main(['--device', 'cpu', '--batch_size', '1', '--repeats', '1', '--warmup', '0',
-                                '--n_train', '2', '--workers', '0,1', '--compare-baseline',
+                                '--n_train', '2', '--workers', '0,1', '--compare-baseline', '--compare_rounds', '1',
                                 '--json', str(json_path)])
     assert exit_code == 0
     results = json.loads(json_path.read_text())
