@@ -4,9 +4,10 @@ same data, with the same seed and step budget, and compare them overall and on t
     bash scripts/ablation.sh                                   # synthetic data, ~20 min on 2 CPU cores
     bash scripts/ablation.sh --gmm_steps 20000 --tom_steps 20000 --dataroot data --batch_size 8
 
-Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+). A
-variant whose GMM options equal another's reuses that GMM, so a TOM-only option is compared on
-the very same warps. Everything goes under --out (default ablation/):
+Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+), plus
+--noise_seeds rows: the baseline trained with other seeds, whose differences to the baseline show
+how much the numbers move by chance alone at this budget. A variant whose GMM options (and seed)
+equal another's reuses that GMM, so a TOM-only option is compared on the very same warps. Everything goes under --out (default ablation/):
 
     data/                synthetic VITON-format data (unless --dataroot)
     <variant>/           its checkpoints, test results, TensorBoard logs, metrics.json
@@ -48,6 +49,16 @@ class Variant:
     description: str
     gmm_flags: tuple = ()
     tom_flags: tuple = ()
+    seed_offset: int = 0    # trained with --seed + seed_offset (the noise rows)
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    variant: Variant
+    dataroot: str        # the data its TOM was trained and tested on (with its GMM's warps)
+    gmm_results: str     # its GMM's test.py --result_dir
+    report: dict         # evaluate.py's report
+    seconds: float
 
 
 GIC = ('--gic_weight', '40')
@@ -73,11 +84,14 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='ablation', help='output folder (default: %(default)s)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: all)')
-    parser.add_argument('--gmm_steps', type=int, default=60, help='GMM training steps (default: %(default)s)')
-    parser.add_argument('--tom_steps', type=int, default=20, help='TOM training steps (default: %(default)s)')
+    parser.add_argument('--gmm_steps', type=int, default=50, help='GMM training steps (default: %(default)s)')
+    parser.add_argument('--tom_steps', type=int, default=16, help='TOM training steps (default: %(default)s)')
     parser.add_argument('--batch_size', type=int, default=4, help='(default: %(default)s)')
     parser.add_argument('--lr', type=float, default=0.0001, help='(default: %(default)s, the original)')
     parser.add_argument('--seed', type=int, default=0, help='one seed for every variant (default: %(default)s)')
+    parser.add_argument('--noise_seeds', type=int, default=1,
+                        help='also train the baseline with this many other seeds, as rows that show how much '
+                             'the numbers move by chance alone (default: %(default)s)')
     parser.add_argument('--dataroot', help='VITON-format data to use (default: synthetic data made in <out>/data)')
     parser.add_argument('--n_train', type=int, default=120, help='synthetic training persons (default: %(default)s)')
     parser.add_argument('--n_test', type=int, default=30, help='synthetic test persons (default: %(default)s)')
@@ -191,7 +205,7 @@ def link_user_data(source, root):
               flush=True)
 
 
-def train_and_test_gmm(args, run, dataroot, gmm_flags, name):
+def train_and_test_gmm(args, run, dataroot, gmm_flags, name, seed):
     """Train GMM with ``gmm_flags``, warp the train and test splits; returns a dataroot with its warps."""
     folder = osp.join(args.out, name)
     common = ['--stage', 'GMM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
@@ -199,7 +213,7 @@ def train_and_test_gmm(args, run, dataroot, gmm_flags, name):
     run(f'{name}-gmm-train', train, '--name', 'gmm', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
         '--keep_step', args.gmm_steps * 2 // 3, '--decay_step', args.gmm_steps - args.gmm_steps * 2 // 3,
         '--save_count', args.gmm_steps + 1, '--display_count', max(1, args.gmm_steps // 4), '--lr', args.lr,
-        '--seed', args.seed, '--shuffle', *gmm_flags)
+        '--seed', seed, '--shuffle', *gmm_flags)
     checkpoint = osp.join(folder, 'checkpoints', 'gmm', 'gmm_final.pth')
     results = osp.join(folder, 'result')
     for datamode, data_list in (('train', 'train_pairs.txt'), ('test', PAIRED_LIST)):
@@ -209,14 +223,14 @@ def train_and_test_gmm(args, run, dataroot, gmm_flags, name):
     return variant_dataroot(args, dataroot, osp.join(results, 'gmm_final.pth'), name)
 
 
-def train_and_test_tom(args, run, dataroot, tom_flags, name, vgg):
+def train_and_test_tom(args, run, dataroot, tom_flags, name, seed, vgg):
     folder = osp.join(args.out, name)
     common = ['--stage', 'TOM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
               '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
     run(f'{name}-tom-train', train, '--name', 'tom', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
         '--keep_step', args.tom_steps * 2 // 3, '--decay_step', args.tom_steps - args.tom_steps * 2 // 3,
         '--save_count', args.tom_steps + 1, '--display_count', max(1, args.tom_steps // 3), '--lr', args.lr,
-        '--seed', args.seed, '--shuffle', *vgg, *tom_flags)
+        '--seed', seed, '--shuffle', *vgg, *tom_flags)
     checkpoint = osp.join(folder, 'checkpoints', 'tom', 'tom_final.pth')
     run(f'{name}-tom-test', test_script, '--name', 'tom_test', *common, '--data_list', PAIRED_LIST,
         '--checkpoint', checkpoint, '--result_dir', osp.join(folder, 'result'), '--display_count', 1000000)
@@ -233,8 +247,14 @@ def evaluate_variant(args, run, dataroot, name, gmm_result_dir):
         return json.load(f)
 
 
+def noise_variants(args):
+    return [Variant(f'baseline_seed{args.seed + offset}', f'the original CP-VTON with seed {args.seed + offset}: '
+                    f'its differences to the baseline are chance alone', seed_offset=offset)
+            for offset in range(1, args.noise_seeds + 1)]
+
+
 def run_variants(args):
-    """Train, test and evaluate every variant; returns {variant: (dataroot, GMM folder, report, seconds)}."""
+    """Train, test and evaluate every variant; returns {variant name: VariantRun}."""
     run = Runner(args.out)
     dataroot = osp.join(args.out, 'data')
     if args.dataroot is None:
@@ -244,20 +264,22 @@ def run_variants(args):
     else:
         link_user_data(args.dataroot, dataroot)
     vgg = vgg_flags()
-    gmm_runs = {}   # GMM flags -> (variant that trained it, its dataroot with warps)
+    gmm_runs = {}   # (GMM flags, seed) -> (variant that trained it, its dataroot with warps)
     done = {}
-    for name in args.variants:
-        variant = VARIANTS[name]
+    for variant in [VARIANTS[name] for name in args.variants] + noise_variants(args):
+        name, seed = variant.name, args.seed + variant.seed_offset
         print(f'[{name}] {variant.description}', flush=True)
         start = time.time()
-        if variant.gmm_flags not in gmm_runs:
-            gmm_runs[variant.gmm_flags] = name, train_and_test_gmm(args, run, dataroot, variant.gmm_flags, name)
-        gmm_owner, tom_dataroot = gmm_runs[variant.gmm_flags]
+        gmm_key = variant.gmm_flags, seed
+        if gmm_key not in gmm_runs:
+            gmm_runs[gmm_key] = name, train_and_test_gmm(args, run, dataroot, variant.gmm_flags, name, seed)
+        gmm_owner, tom_dataroot = gmm_runs[gmm_key]
         if gmm_owner != name:
             print(f'  GMM: the one of {gmm_owner} (same GMM options)', flush=True)
-        train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, vgg)
-        report = evaluate_variant(args, run, tom_dataroot, name, osp.join(args.out, gmm_owner, 'result'))
-        done[name] = tom_dataroot, osp.join(args.out, gmm_owner, 'result'), report, time.time() - start
+        train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, seed, vgg)
+        gmm_results = osp.join(args.out, gmm_owner, 'result')
+        report = evaluate_variant(args, run, tom_dataroot, name, gmm_results)
+        done[name] = VariantRun(variant, tom_dataroot, gmm_results, report, time.time() - start)
     return done, run.commands
 
 
@@ -298,13 +320,14 @@ def format_cell(value, reference, lower_is_better):
 
 def metrics_table(done):
     """Markdown table: one row per variant, IoU/SSIM/LPIPS on all pairs and each subset, deltas to the baseline."""
-    baseline = done['baseline'][2]
+    baseline = done['baseline'].report
     shown = [(metric, title) for metric, title in METRICS
-             if any(subset_value(report, 'all', metric)[0] is not None for _, _, report, _ in done.values())]
+             if any(subset_value(run.report, 'all', metric)[0] is not None for run in done.values())]
     sizes = subset_sizes(baseline)
     header = ['variant'] + [f'{title} {subset} (n={sizes[subset]})' for metric, title in shown for subset in SUBSETS]
     lines = ['| ' + ' | '.join(header + ['minutes']) + ' |', '|' + '---|' * (len(header) + 1)]
-    for name, (_, _, report, seconds) in done.items():
+    for name, run in done.items():
+        report, seconds = run.report, run.seconds
         cells = [f'{name}']
         for metric, _ in shown:
             for subset in SUBSETS:
@@ -319,7 +342,7 @@ def metrics_table(done):
 def hard_pairs(done, count):
     """The same-cloth pairs with the lowest baseline SSIM, taken in turn from the textured and the occluded
     subsets (then any pair), so that the strips show both kinds of difficulty."""
-    report = done['baseline'][2]
+    report = done['baseline'].report
     ssim = {key: row['ssim'] for key, row in report['per_pair'].items() if 'ssim' in row}
     ranked = {subset: sorted((key for key in subset_pairs(report, subset) if key in ssim), key=ssim.get)
               for subset in SUBSETS[1:]}
@@ -338,15 +361,16 @@ def render_strips(args, done, keys):
     try-on of the same pairs, side by side); returns their paths relative to --out."""
     folder = osp.join(args.out, 'strips')
     os.makedirs(folder, exist_ok=True)
-    pairs = {pair_key(*pair): pair for pair in read_pairs(osp.join(done['baseline'][0], PAIRED_LIST))}
-    data = osp.join(done['baseline'][0], 'test')
+    pairs = {pair_key(*pair): pair for pair in read_pairs(osp.join(done['baseline'].dataroot, PAIRED_LIST))}
+    data = osp.join(done['baseline'].dataroot, 'test')
     inputs = [[open_panel(osp.join(data, 'cloth', pairs[key][1])), open_panel(osp.join(data, 'image', pairs[key][0]))]
               for key in keys]
     paths = {'inputs': 'strips/inputs.png'}
     labelled_row([panel for pair in inputs for panel in pair],
                  [label for key in keys for label in (f'cloth {key[:12]}', 'person')]).save(
         osp.join(args.out, paths['inputs']))
-    for name, (_, gmm_results, report, _) in done.items():
+    for name, run in done.items():
+        gmm_results, report = run.gmm_results, run.report
         panels, labels = [], []
         for key in keys:
             warp = open_panel(osp.join(gmm_results, 'gmm_final.pth', 'test', 'warp-cloth', key))
@@ -369,7 +393,8 @@ def write_report(args, done, commands, total_seconds):
     lines = [
         '# CP-VTON+ options: ablation', '',
         f'Data: {data}. Budget: GMM {args.gmm_steps} steps, TOM {args.tom_steps} steps, batch {args.batch_size}, '
-        f'lr {args.lr}, seed {args.seed} (the same for every variant). Total time {total_seconds / 60:.1f} min.', '',
+        f'lr {args.lr}, seed {args.seed} (the same for every variant but the noise rows). '
+        f'Total time {total_seconds / 60:.1f} min.', '',
         'IoU: warped mask vs the cloth region of the person; SSIM: try-on vs the person (skimage, RGB); LPIPS: '
         'AlexNet. Same-cloth test pairs; subsets as defined by evaluate.py (textured clothes, occluded persons). '
         'In brackets: the difference to the baseline (↑ better, ↓ worse). Minutes: the time of the variant\'s own '
@@ -380,8 +405,8 @@ def write_report(args, done, commands, total_seconds):
         lines += [f'Not shown ({", ".join(unavailable)}): unavailable in every run (see each variant\'s '
                   f'metrics.json for why, e.g. missing pretrained weights).', '']
     lines += ['## Variants', '']
-    lines += [f'- **{name}**: {VARIANTS[name].description}; GMM flags `{" ".join(VARIANTS[name].gmm_flags) or "-"}`, '
-              f'TOM flags `{" ".join(VARIANTS[name].tom_flags) or "-"}`' for name in done]
+    lines += [f'- **{name}**: {run.variant.description}; GMM flags `{" ".join(run.variant.gmm_flags) or "-"}`, '
+              f'TOM flags `{" ".join(run.variant.tom_flags) or "-"}`' for name, run in done.items()]
     lines += ['', '## The same hard pairs in every variant', '',
               'Lowest baseline SSIM, alternately from the textured and the occluded subset: '
               + ', '.join(f'`{key}`' for key in keys) + '.', '', f'![inputs]({strips["inputs"]})', '']

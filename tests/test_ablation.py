@@ -1,4 +1,5 @@
 """ablation.py end to end on a tiny budget: the table, the strips, GMM reuse, and its output folder rules."""
+import json
 import os
 
 import pytest
@@ -10,7 +11,8 @@ from synthetic_data import generate_dataset
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    """A 1-step ablation of the baseline and one TOM option on user data without a same-cloth pairs list."""
+    """A 1-step ablation of the baseline, one TOM option and a noise row (seed 4) on user data without a
+    same-cloth pairs list."""
     root = tmp_path_factory.mktemp('ablation')
     data = root / 'user_data'
     generate_dataset(str(data), n_train=4, n_test=4, seed=3)
@@ -19,7 +21,7 @@ def run(tmp_path_factory):
     out = root / 'out'
     assert ablation.main(['--out', str(out), '--dataroot', str(data), '--variants', 'tom_mask_input',
                           '--gmm_steps', '1', '--tom_steps', '1', '--batch_size', '2', '--hard_pairs', '2',
-                          '--workers', '0', '--gpu_ids', '-1']) == 0
+                          '--seed', '3', '--workers', '0', '--gpu_ids', '-1']) == 0
     return out, data, before
 
 
@@ -31,13 +33,14 @@ def test_the_report_has_a_row_per_variant_with_subset_columns(run):
     out, _, _ = run
     report = (out / 'ablation.md').read_text()
     rows = table_rows(report)
-    assert [row.split(' | ')[0].strip('| ') for row in rows] == ['baseline', 'tom_mask_input']
+    assert [row.split(' | ')[0].strip('| ') for row in rows] == ['baseline', 'tom_mask_input', 'baseline_seed4']
     header = next(line for line in report.splitlines() if line.startswith('| variant'))
     for column in ('IoU all (n=4)', 'IoU textured', 'IoU occluded', 'SSIM all (n=4)', 'SSIM textured'):
         assert column in header
     baseline_iou = float(rows[0].split(' | ')[1])
     assert 0 <= baseline_iou <= 1
     assert '(±0.000)' in rows[1].split(' | ')[1]   # same GMM, so the same IoU
+    assert '(±0.000)' not in rows[2].split(' | ')[1]   # another seed, another GMM
 
 
 def test_a_tom_only_option_reuses_the_baseline_gmm(run):
@@ -45,12 +48,14 @@ def test_a_tom_only_option_reuses_the_baseline_gmm(run):
     assert (out / 'baseline' / 'checkpoints' / 'gmm' / 'gmm_final.pth').is_file()
     assert not (out / 'tom_mask_input' / 'checkpoints' / 'gmm').exists()
     assert (out / 'tom_mask_input' / 'checkpoints' / 'tom' / 'options.json').is_file()
+    noise_run = json.loads((out / 'baseline_seed4' / 'checkpoints' / 'gmm' / 'options.json').read_text())
+    assert noise_run['seed'] == 4
 
 
 def test_strips_show_the_same_pairs_for_every_variant(run):
     out, _, _ = run
     report = (out / 'ablation.md').read_text()
-    for name in ('inputs', 'baseline', 'tom_mask_input'):
+    for name in ('inputs', 'baseline', 'tom_mask_input', 'baseline_seed4'):
         assert f'(strips/{name}.png)' in report
         assert Image.open(out / 'strips' / f'{name}.png').width == 2 * 2 * 192   # 2 pairs x 2 panels
 
