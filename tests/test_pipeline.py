@@ -45,7 +45,7 @@ def pipeline(tmp_path_factory):
 def test_training_writes_the_original_checkpoint_files(pipeline):
     for name, final in (('gmm_train_new', 'gmm_final.pth'), ('tom_train_new', 'tom_final.pth')):
         files = sorted(p.name for p in (pipeline / 'checkpoints' / name).iterdir())
-        assert files == sorted([final, 'resume.pth', 'step_000002.pth', 'step_000004.pth'])
+        assert files == sorted([final, 'options.json', 'resume.pth', 'step_000002.pth', 'step_000004.pth'])
 
 
 def test_results_are_written_for_every_test_pair(pipeline):
