@@ -7,7 +7,8 @@ same data, with the same seed and step budget, and compare them overall and on t
 Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+), plus
 --noise_seeds rows: the baseline trained with other seeds, whose differences to the baseline show
 how much the numbers move by chance alone at this budget. A variant whose GMM options (and seed)
-equal another's reuses that GMM, so a TOM-only option is compared on the very same warps. Everything goes under --out (default ablation/):
+equal another's reuses that GMM, so a TOM-only option is compared on the very same warps.
+Everything goes under --out (default ablation/):
 
     data/                synthetic VITON-format data (unless --dataroot)
     <variant>/           its checkpoints, test results, TensorBoard logs, metrics.json
@@ -205,17 +206,23 @@ def link_user_data(source, root):
               flush=True)
 
 
+def train_stage(args, run, stage, dataroot, name, seed, steps, logs_per_run, flags):
+    """Train one stage of a variant for ``steps`` (two thirds constant LR, the rest decaying); returns the
+    flags its tests share and its final checkpoint."""
+    folder, run_name = osp.join(args.out, name), stage.lower()
+    common = ['--stage', stage, '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
+              '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
+    run(f'{name}-{run_name}-train', train, '--name', run_name, *common,
+        '--checkpoint_dir', osp.join(folder, 'checkpoints'), '--keep_step', steps * 2 // 3,
+        '--decay_step', steps - steps * 2 // 3, '--save_count', steps + 1,
+        '--display_count', max(1, steps // logs_per_run), '--lr', args.lr, '--seed', seed, '--shuffle', *flags)
+    return common, osp.join(folder, 'checkpoints', run_name, f'{run_name}_final.pth')
+
+
 def train_and_test_gmm(args, run, dataroot, gmm_flags, name, seed):
     """Train GMM with ``gmm_flags``, warp the train and test splits; returns a dataroot with its warps."""
-    folder = osp.join(args.out, name)
-    common = ['--stage', 'GMM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
-              '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
-    run(f'{name}-gmm-train', train, '--name', 'gmm', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
-        '--keep_step', args.gmm_steps * 2 // 3, '--decay_step', args.gmm_steps - args.gmm_steps * 2 // 3,
-        '--save_count', args.gmm_steps + 1, '--display_count', max(1, args.gmm_steps // 4), '--lr', args.lr,
-        '--seed', seed, '--shuffle', *gmm_flags)
-    checkpoint = osp.join(folder, 'checkpoints', 'gmm', 'gmm_final.pth')
-    results = osp.join(folder, 'result')
+    common, checkpoint = train_stage(args, run, 'GMM', dataroot, name, seed, args.gmm_steps, 4, gmm_flags)
+    results = osp.join(args.out, name, 'result')
     for datamode, data_list in (('train', 'train_pairs.txt'), ('test', PAIRED_LIST)):
         run(f'{name}-gmm-test-{datamode}', test_script, '--name', 'gmm_test', *common,
             '--datamode', datamode, '--data_list', data_list, '--checkpoint', checkpoint, '--result_dir', results,
@@ -224,16 +231,10 @@ def train_and_test_gmm(args, run, dataroot, gmm_flags, name, seed):
 
 
 def train_and_test_tom(args, run, dataroot, tom_flags, name, seed, vgg):
-    folder = osp.join(args.out, name)
-    common = ['--stage', 'TOM', '--dataroot', dataroot, '--workers', args.workers, '--gpu_ids', args.gpu_ids,
-              '--batch-size', args.batch_size, '--tensorboard_dir', osp.join(folder, 'tensorboard')]
-    run(f'{name}-tom-train', train, '--name', 'tom', *common, '--checkpoint_dir', osp.join(folder, 'checkpoints'),
-        '--keep_step', args.tom_steps * 2 // 3, '--decay_step', args.tom_steps - args.tom_steps * 2 // 3,
-        '--save_count', args.tom_steps + 1, '--display_count', max(1, args.tom_steps // 3), '--lr', args.lr,
-        '--seed', seed, '--shuffle', *vgg, *tom_flags)
-    checkpoint = osp.join(folder, 'checkpoints', 'tom', 'tom_final.pth')
+    """Train TOM with ``tom_flags`` on ``dataroot`` (its GMM's warps), try on the same-cloth test pairs."""
+    common, checkpoint = train_stage(args, run, 'TOM', dataroot, name, seed, args.tom_steps, 3, [*vgg, *tom_flags])
     run(f'{name}-tom-test', test_script, '--name', 'tom_test', *common, '--data_list', PAIRED_LIST,
-        '--checkpoint', checkpoint, '--result_dir', osp.join(folder, 'result'), '--display_count', 1000000)
+        '--checkpoint', checkpoint, '--result_dir', osp.join(args.out, name, 'result'), '--display_count', 1000000)
 
 
 def evaluate_variant(args, run, dataroot, name, gmm_result_dir):

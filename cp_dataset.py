@@ -418,27 +418,15 @@ def keypoint_fixes(keypoints, path):
 
 
 def load_photo(path, size, scales_keypoints=False):
-    """RGB person or cloth photo of ``size`` (W, H), and the (x, y) factors it was resized by."""
-    image = Image.open(path)
-    fixed = apply_fixes(image, photo_fixes(image, path, size, scales_keypoints))
-    return fixed, (size[0] / image.width, size[1] / image.height)
-
-
-def load_mask(path, size):
-    """Cloth mask as a grayscale image of ``size``; binarise it with >= 128 as the original did."""
-    image = Image.open(path)
-    return apply_fixes(image, mask_fixes(image, path, size))
-
-
-def load_photo_pixels(path, size, scales_keypoints=False):
-    """load_photo as a uint8 array [H,W,3]: (pixels, (x, y) resize factors)."""
+    """RGB person or cloth photo of ``size`` (W, H), decoded once: (uint8 array [H,W,3], the (x, y)
+    factors it was resized by)."""
     with Image.open(path) as image:
         fixes = photo_fixes(image, path, size, scales_keypoints)
         return np.asarray(apply_fixes(image, fixes)), (size[0] / image.width, size[1] / image.height)
 
 
-def load_mask_pixels(path, size):
-    """load_mask as a uint8 array [H,W], 0..255."""
+def load_mask(path, size):
+    """Cloth mask of ``size`` as a uint8 array [H,W], 0..255; binarise it with >= 128 as the original did."""
     with Image.open(path) as image:
         return np.asarray(apply_fixes(image, mask_fixes(image, path, size)))
 
@@ -454,7 +442,7 @@ def load_body_mask(path, size):
 
     CP-VTON+ took every non-zero pixel; >= 128 is the same on its 0/255 PNGs and also right for
     JPEG-saved or resized masks, whose edges and noise hold other values."""
-    return np.asarray(load_mask(path, size)) >= 128
+    return load_mask(path, size) >= 128
 
 
 def load_coco18_keypoints(path, scale=(1.0, 1.0)):
@@ -519,12 +507,12 @@ class CPDataset(data.Dataset):
         height, width = self.fine_height, self.fine_width
         size = (width, height)
 
-        cloth_pixels, _ = load_photo_pixels(self.cloth_path(self.cloth_dir, im_name, c_name), size)
+        cloth_pixels, _ = load_photo(self.cloth_path(self.cloth_dir, im_name, c_name), size)
         cloth = normalized(cloth_pixels)
-        mask_pixels = load_mask_pixels(self.cloth_path(self.mask_dir, im_name, c_name), size)
+        mask_pixels = load_mask(self.cloth_path(self.mask_dir, im_name, c_name), size)
         cloth_mask = torch.from_numpy((mask_pixels >= 128).astype(np.float32)).unsqueeze(0)
 
-        person_pixels, keypoint_scale = load_photo_pixels(osp.join(self.data_path, 'image', im_name), size,
+        person_pixels, keypoint_scale = load_photo(osp.join(self.data_path, 'image', im_name), size,
                                                           scales_keypoints=True)
         image = normalized(person_pixels)
 

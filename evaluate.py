@@ -704,7 +704,7 @@ def cloth_texture_energy(cloth_path, mask_path):
     0.002-0.01 for plain fabric, 0.015-0.03 for printed graphics, 0.03-0.17 for stripes and all-over prints;
     0.0 for a mask with no interior."""
     cloth, _ = load_photo(existing_file(cloth_path), TEXTURE_MEASURE_SIZE)
-    mask = np.asarray(load_mask(existing_file(mask_path), TEXTURE_MEASURE_SIZE)) >= MASK_THRESHOLD
+    mask = load_mask(existing_file(mask_path), TEXTURE_MEASURE_SIZE) >= MASK_THRESHOLD
     # scipy erodes until nothing changes for iterations=0, so no erosion is spelt out
     interior = ndimage.binary_erosion(mask, iterations=TEXTURE_EROSION_PIXELS) if TEXTURE_EROSION_PIXELS else mask
     if not interior.any():

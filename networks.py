@@ -439,18 +439,22 @@ def cpu_state_dict(model):
     return cpu
 
 
-def atomic_torch_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: a crash or a full disk
-    never leaves a truncated file where a good one was."""
+def atomic_write(path, write):
+    """``write(tmp_path)`` to a temporary file in ``path``'s folder, then rename it to ``path``: a crash
+    or a full disk never leaves a truncated file where a good one was."""
     folder = osp.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
     tmp_path = osp.join(folder, f'.{osp.basename(path)}.tmp{os.getpid()}')
     try:
-        torch.save(obj, tmp_path)
+        write(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
+
+
+def atomic_torch_save(obj, path):
+    atomic_write(path, lambda tmp_path: torch.save(obj, tmp_path))
 
 
 def save_checkpoint(model, save_path):

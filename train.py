@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -27,9 +28,9 @@ from tensorboardX import SummaryWriter
 
 from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset
 from data_check import check_only, check_or_exit
-from networks import (GMM, TOM_INPUT_CHANNELS, atomic_torch_save, build_tom, build_vgg_loss, cpu_state_dict,
-                      grid_interval_consistency, load_checkpoint, read_checkpoint, save_checkpoint, select_device,
-                      tom_tryon, unwrap_model, warp, warp_cloth)
+from networks import (GMM, TOM_INPUT_CHANNELS, atomic_torch_save, atomic_write, build_tom, build_vgg_loss,
+                      cpu_state_dict, grid_interval_consistency, load_checkpoint, read_checkpoint, save_checkpoint,
+                      select_device, tom_tryon, unwrap_model, warp, warp_cloth)
 from visualization import board_add_images
 
 RESUME_FILE = 'resume.pth'
@@ -312,13 +313,8 @@ def recorded_options(opt, world_size):
 
 
 def write_options(opt, world_size):
-    path = osp.join(run_dir(opt), OPTIONS_FILE)
-    os.makedirs(run_dir(opt), exist_ok=True)
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'w') as f:
-        json.dump(recorded_options(opt, world_size), f, indent=2)
-        f.write('\n')
-    os.replace(tmp_path, path)
+    text = json.dumps(recorded_options(opt, world_size), indent=2) + '\n'
+    atomic_write(osp.join(run_dir(opt), OPTIONS_FILE), lambda tmp_path: Path(tmp_path).write_text(text))
 
 
 def read_options(path):

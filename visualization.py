@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from networks import atomic_write
+
 
 def tensor_for_board(img_tensor):
     """[B,C,H,W] in [-1,1] -> [B,3,H,W] in [0,1] (1-channel tensors are repeated to RGB)."""
@@ -50,14 +52,8 @@ def tensor_to_uint8_image(img_tensor):
 def save_image_atomic(image, path):
     """Write a PIL image to a temporary file beside ``path`` and rename it into place, so that an
     interrupted run never leaves a truncated image where a good one was."""
-    folder, name = osp.split(path)
-    tmp_path = osp.join(folder, f'.{name}.tmp{os.getpid()}')
-    try:
-        image.save(tmp_path, format=Image.registered_extensions().get(osp.splitext(name)[1].lower(), 'PNG'))
-        os.replace(tmp_path, path)
-    finally:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
+    image_format = Image.registered_extensions().get(osp.splitext(path)[1].lower(), 'PNG')
+    atomic_write(path, lambda tmp_path: image.save(tmp_path, format=image_format))
 
 
 def save_images(img_tensors, img_names, save_dir):
