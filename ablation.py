@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 
 import evaluate
+import flags
 import test as test_script
 import train
-from cp_dataset import pair_key, read_pairs
+from cp_dataset import file_in, pair_key, read_pairs
 from networks import find_vgg19_weights
 from smart_show_test_result import annotate, labelled_row, open_panel
 from synthetic_data import generate_dataset
@@ -81,32 +82,43 @@ VARIANTS = {variant.name: variant for variant in (
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train and test CP-VTON and each CP-VTON+ option on the same data; '
-                                                 'write ablation.md.')
+                                                 'write ablation.md.', formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--out', default='ablation', help='output folder (default: %(default)s)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: all)')
-    parser.add_argument('--gmm_steps', type=int, default=50, help='GMM training steps (default: %(default)s)')
-    parser.add_argument('--tom_steps', type=int, default=16, help='TOM training steps (default: %(default)s)')
-    parser.add_argument('--batch_size', type=int, default=4, help='(default: %(default)s)')
-    parser.add_argument('--lr', type=float, default=0.0001, help='(default: %(default)s, the original)')
-    parser.add_argument('--seed', type=int, default=0, help='one seed for every variant (default: %(default)s)')
-    parser.add_argument('--noise_seeds', type=int, default=1,
+    parser.add_argument('--gmm_steps', type=flags.positive_int, default=50,
+                        help='GMM training steps (default: %(default)s)')
+    parser.add_argument('--tom_steps', type=flags.positive_int, default=16,
+                        help='TOM training steps (default: %(default)s)')
+    parser.add_argument('--batch_size', type=flags.positive_int, default=4, help='(default: %(default)s)')
+    parser.add_argument('--lr', type=flags.positive_float, default=0.0001, help='(default: %(default)s, the original)')
+    parser.add_argument('--seed', type=flags.seed, default=0, help='one seed for every variant (default: %(default)s)')
+    parser.add_argument('--noise_seeds', type=flags.non_negative_int, default=1,
                         help='also train the baseline with this many other seeds, as rows that show how much '
                              'the numbers move by chance alone (default: %(default)s)')
     parser.add_argument('--dataroot', help='VITON-format data to use (default: synthetic data made in <out>/data)')
-    parser.add_argument('--n_train', type=int, default=120, help='synthetic training persons (default: %(default)s)')
-    parser.add_argument('--n_test', type=int, default=30, help='synthetic test persons (default: %(default)s)')
-    parser.add_argument('--textured_share', type=float, default=0.5, help='synthetic data (default: %(default)s)')
-    parser.add_argument('--occluded_share', type=float, default=0.3, help='synthetic data (default: %(default)s)')
-    parser.add_argument('--hard_pairs', type=int, default=4, help='pairs shown in the strips (default: %(default)s)')
-    parser.add_argument('--workers', type=int, default=1, help='data loader workers (default: %(default)s)')
-    parser.add_argument('--gpu_ids', default='', help="train.py's --gpu_ids (default: a GPU if there is one)")
+    parser.add_argument('--n_train', type=flags.positive_int, default=120,
+                        help='synthetic training persons (default: %(default)s)')
+    parser.add_argument('--n_test', type=flags.int_at_least(2), default=30,
+                        help='synthetic test persons (default: %(default)s)')
+    parser.add_argument('--textured_share', type=flags.share, default=0.5, help='synthetic data (default: %(default)s)')
+    parser.add_argument('--occluded_share', type=flags.share, default=0.3, help='synthetic data (default: %(default)s)')
+    parser.add_argument('--hard_pairs', type=flags.positive_int, default=4,
+                        help='pairs shown in the strips (default: %(default)s)')
+    parser.add_argument('--workers', type=flags.non_negative_int, default=1,
+                        help='data loader and scoring processes, 0: this one (default: %(default)s)')
+    parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='',
+                        help="train.py's --gpu_ids (default: a GPU if there is one)")
     parser.add_argument('--overwrite', action='store_true', help='replace an earlier ablation run in --out')
     args = parser.parse_args(argv)
     args.variants = [name.strip() for name in args.variants.split(',') if name.strip()]
     unknown = [name for name in args.variants if name not in VARIANTS]
     if unknown or not args.variants:
         parser.error(f'unknown variant(s) {unknown}; choose among {",".join(VARIANTS)}')
+    if args.seed + args.noise_seeds > flags.MAX_SEED:
+        parser.error(f'--seed {args.seed} --noise_seeds {args.noise_seeds}: the noise rows would use seeds up to '
+                     f'{args.seed + args.noise_seeds}, above {flags.MAX_SEED}')
+    flags.check_gpu_ids_present(parser, args.gpu_ids)
     if 'baseline' not in args.variants:
         args.variants.insert(0, 'baseline')   # the reference every row is compared with
     return args
@@ -364,8 +376,8 @@ def render_strips(args, done, keys):
     os.makedirs(folder, exist_ok=True)
     pairs = {pair_key(*pair): pair for pair in read_pairs(osp.join(done['baseline'].dataroot, PAIRED_LIST))}
     data = osp.join(done['baseline'].dataroot, 'test')
-    inputs = [[open_panel(osp.join(data, 'cloth', pairs[key][1])), open_panel(osp.join(data, 'image', pairs[key][0]))]
-              for key in keys]
+    inputs = [[open_panel(file_in(osp.join(data, 'cloth'), pairs[key][1])),
+               open_panel(file_in(osp.join(data, 'image'), pairs[key][0]))] for key in keys]
     paths = {'inputs': 'strips/inputs.png'}
     labelled_row([panel for pair in inputs for panel in pair],
                  [label for key in keys for label in (f'cloth {key[:12]}', 'person')]).save(
@@ -374,8 +386,8 @@ def render_strips(args, done, keys):
         gmm_results, report = run.gmm_results, run.report
         panels, labels = [], []
         for key in keys:
-            warp = open_panel(osp.join(gmm_results, 'gmm_final.pth', 'test', 'warp-cloth', key))
-            tryon = open_panel(osp.join(args.out, name, 'result', 'tom_final.pth', 'test', 'try-on', key))
+            warp = open_panel(file_in(osp.join(gmm_results, 'gmm_final.pth', 'test', 'warp-cloth'), key))
+            tryon = open_panel(file_in(osp.join(args.out, name, 'result', 'tom_final.pth', 'test', 'try-on'), key))
             score = report['per_pair'].get(key, {}).get('ssim')
             panels += [warp, annotate(tryon, f'SSIM {score:.3f}') if score is not None else tryon]
             labels += ['warped cloth', 'try-on']

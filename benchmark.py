@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw
 from torchvision import transforms
 
 import cp_dataset
+import flags
 import synthetic_data
 from cp_dataset import CPDataLoader, CPDataset, make_grid_image
 from networks import TpsGridGen, tps_control_points, tps_inverse_system, tps_radial_kernel
@@ -138,8 +139,8 @@ class OriginalCPDataset(CPDataset):
         cloth = RGB_TRANSFORM(Image.open(self.cloth_path(self.cloth_dir, im_name, c_name)))
         mask_array = np.array(Image.open(self.cloth_path(self.mask_dir, im_name, c_name)))
         cloth_mask = torch.from_numpy((mask_array >= 128).astype(np.float32)).unsqueeze(0)
-        image = RGB_TRANSFORM(Image.open(osp.join(self.data_path, 'image', im_name)))
-        parse = np.array(Image.open(osp.join(self.data_path, 'image-parse', cp_dataset.parse_file_name(im_name))))
+        image = RGB_TRANSFORM(Image.open(self.file('image', im_name)))
+        parse = np.array(Image.open(self.file('image-parse', cp_dataset.parse_file_name(im_name))))
         body = Image.fromarray(((parse > 0).astype(np.float32) * 255).astype(np.uint8))
         body = body.resize((width // 16, height // 16), Image.BILINEAR).resize((width, height), Image.BILINEAR)
         shape = GRAY_TRANSFORM(body)
@@ -147,7 +148,7 @@ class OriginalCPDataset(CPDataset):
         cloth_region = torch.from_numpy(sum((parse == label).astype(np.float32) for label in cp_dataset.CLOTH_LABELS))
         parse_cloth = image * cloth_region + (1 - cloth_region)
         head = image * head_mask - (1 - head_mask)
-        keypoints = cp_dataset.read_keypoints(osp.join(self.data_path, 'pose', cp_dataset.pose_file_name(im_name)))
+        keypoints = cp_dataset.read_keypoints(self.file('pose', cp_dataset.pose_file_name(im_name)))
         pose_map, pose_image = draw_pose_maps_pil(keypoints, height, width, self.radius)
         return {'c_name': c_name, 'im_name': im_name, 'cloth': cloth, 'cloth_mask': cloth_mask, 'image': image,
                 'agnostic': torch.cat([shape, head, pose_map], 0), 'parse_cloth': parse_cloth, 'shape': shape,
@@ -329,7 +330,7 @@ def load_all(dataset, indices):
 
 def stored_photo_size(dataset):
     """(W, H) of the dataset's first person photo as stored on disk."""
-    with Image.open(osp.join(dataset.data_path, 'image', dataset.im_names[0])) as photo:
+    with Image.open(dataset.file('image', dataset.im_names[0])) as photo:
         return photo.size
 
 
@@ -525,59 +526,42 @@ def other_cpu_text(share):
     return 'an unknown share (no /proc/stat)' if share is None else f'{share:.0%}'
 
 
-def worker_counts(text):
-    counts = [int(n) for n in text.split(',') if n.strip()]
-    if not counts or min(counts) < 0:
-        raise argparse.ArgumentTypeError(f'--workers wants comma-separated counts >= 0, e.g. 0,2; got {text!r}')
-    return counts
-
-
-def device_arg(text):
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ('cpu', 'cuda'):
-        raise argparse.ArgumentTypeError(f'{text!r}: train.py runs on cpu or cuda[:N]')
-    return device
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
 def get_args(argv=None):
-    parser = argparse.ArgumentParser(description='Time CP-VTON training (TPS, GMM/TOM steps, data loading).')
-    parser.add_argument('--device', type=device_arg, default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='cpu or cuda[:N] (default: cuda if available)')
-    parser.add_argument('-b', '--batch_size', '--batch-size', type=positive_int, default=4)
-    parser.add_argument('--fine_height', type=int, default=256)
-    parser.add_argument('--fine_width', type=int, default=192)
-    parser.add_argument('--radius', type=int, default=5)
-    parser.add_argument('--grid_size', type=int, default=5)
+    parser = argparse.ArgumentParser(description='Time CP-VTON training (TPS, GMM/TOM steps, data loading).',
+                                     formatter_class=flags.RangeHelpFormatter)
+    parser.add_argument('--device', type=flags.torch_device, default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='the device train.py runs on (default: cuda if available)')
+    parser.add_argument('-b', '--batch_size', '--batch-size', type=flags.positive_int, default=4,
+                        help="train.py's --batch-size (default: %(default)s)")
+    parser.add_argument('--fine_height', type=flags.image_side, default=256, help='(default: %(default)s)')
+    parser.add_argument('--fine_width', type=flags.image_side, default=192, help='(default: %(default)s)')
+    parser.add_argument('--radius', type=flags.non_negative_int, default=5, help='(default: %(default)s)')
+    parser.add_argument('--grid_size', type=flags.grid_size, default=5, help='(default: %(default)s)')
     parser.add_argument('--dataroot', default=None, help='VITON-format data (default: synthetic, in a temp dir)')
     parser.add_argument('--datamode', default='train')
     parser.add_argument('--data_list', default='train_pairs.txt')
-    parser.add_argument('--n_train', type=positive_int, default=64, help='pairs of the synthetic dataset')
-    parser.add_argument('--workers', type=worker_counts, default=[0, 2], help='loader worker counts, e.g. 0,2')
-    parser.add_argument('--repeats', type=positive_int, default=5, help='timed runs; the median is reported')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed runs before the timed ones')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--n_train', type=flags.positive_int, default=64,
+                        help='pairs of the synthetic dataset (default: %(default)s)')
+    parser.add_argument('--workers', type=flags.comma_separated(flags.non_negative_int), default=[0, 2],
+                        help='loader worker counts, e.g. 0,2')
+    parser.add_argument('--repeats', type=flags.positive_int, default=5, help='timed runs; the median is reported')
+    parser.add_argument('--warmup', type=flags.non_negative_int, default=2, help='untimed runs before the timed ones')
+    parser.add_argument('--seed', type=flags.seed, default=0, help='(default: %(default)s)')
     parser.add_argument('--amp', action='store_true', help='bf16 autocast in the training steps (as train.py)')
     parser.add_argument('--channels_last', action='store_true', help='channels-last training steps (as train.py)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the models (as train.py)')
     parser.add_argument('--cudnn_benchmark', action='store_true', help='cuDNN autotuning (as train.py)')
     parser.add_argument('--compare-baseline', '--compare_baseline', dest='compare_baseline', action='store_true',
                         help='also time the original TPS, pose drawing and GMM step, and check they agree')
-    parser.add_argument('--compare_rounds', type=positive_int, default=15,
+    parser.add_argument('--compare_rounds', type=flags.positive_int, default=15,
                         help='timed rounds of the original-vs-fast GMM step in --compare-baseline (default: 15)')
     parser.add_argument('--json', default=None, help='write every number to this file')
     args = parser.parse_args(argv)
-    if args.device.type == 'cuda' and not torch.cuda.is_available():
-        parser.error(f'--device {args.device}: torch sees no GPU here; use --device cpu')
+    flags.check_device_present(parser, args.device)
+    flags.check_gmm_trainable_size(parser, args.fine_height, args.fine_width)
+    if args.dataroot is None and args.n_train < args.batch_size:
+        # the loader's batches would be short, and its samples/s counted as full batches
+        parser.error(f'--n_train {args.n_train} is smaller than --batch_size {args.batch_size}')
     return args
 
 

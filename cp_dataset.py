@@ -11,7 +11,10 @@ Layout read from ``<dataroot>/<datamode>/``::
     image-mask/<person>.png            body mask, white on black (only with --body_shape image-mask)
     pose/<person>_keypoints.json       OpenPose COCO-18 ("pose_keypoints" or "pose_keypoints_2d")
     cloth/<cloth>.jpg, cloth-mask/     in-shop cloth and its mask           (stage GMM)
-    warp-cloth/, warp-mask/            GMM's warped cloth and mask          (stage TOM)
+    warp-cloth/, warp-mask/            GMM's warped cloth and mask          (stage TOM), each named by
+                                       the pair (pair_key), or by the cloth in folders of the original code
+
+The names of the pairs file are file names in these folders, never paths (see name_problem).
 
 Value ranges of an item (H = fine_height, W = fine_width):
     cloth [3,H,W] in [-1,1]; cloth_mask [1,H,W] in {0,1}; image [3,H,W] in [-1,1];
@@ -24,8 +27,10 @@ Options of CP-VTON+ (``opt.reserved_regions``, ``opt.body_shape``; absent = the 
 what 'head' and 'shape' hold; see RESERVED_LABELS and BODY_SHAPE_SOURCES.
 """
 import json
+import ntpath
 import os
 import os.path as osp
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,6 +81,91 @@ def pose_file_name(im_name):
 
 def parse_file_name(im_name):
     return im_name.replace('.jpg', '.png')
+
+
+# Characters no name of a pairs file may hold, by Unicode category: control characters (NUL, escape ...),
+# invisible ones (a stray byte-order mark, a zero-width space, a right-to-left override: the name looks
+# right in an editor and names another file) and the surrogates that stand for bytes that are not UTF-8.
+FORBIDDEN_CHARACTERS = {'Cc': 'the control character', 'Cf': 'the invisible character',
+                        'Cs': 'a byte that is not UTF-8:'}
+
+
+def name_problem(name):
+    """Why ``name``, a person or cloth name of a pairs file, is not a plain file name, or None.
+
+    Paths are built by joining such names to a data or result folder; a plain file name keeps the
+    path in that folder, a name with a folder, '..', a root or a drive in it would lead anywhere."""
+    if name.startswith(('/', '\\')):
+        return 'is an absolute path'
+    if '/' in name or '\\' in name:
+        return 'is a path (it holds a folder separator)'
+    if name in ('.', '..'):
+        return 'names a folder'
+    if ntpath.splitdrive(name)[0]:
+        return 'starts with a drive letter'
+    for character in name:
+        kind = unicodedata.category(character)
+        if kind in FORBIDDEN_CHARACTERS:
+            # surrogateescape keeps an undecodable byte b as the code point U+DC00 + b
+            code = f'0x{ord(character) - 0xDC00:02X}' if kind == 'Cs' else f'U+{ord(character):04X}'
+            return f'holds {FORBIDDEN_CHARACTERS[kind]} {code}'
+    return None
+
+
+def shown(text):
+    """``text`` for a message: as it is when plain printable ASCII, else its repr(), which makes invisible
+    characters visible and shows where the text begins and ends."""
+    return text if text.isascii() and text.isprintable() else repr(text)
+
+
+def file_in(folder, name):
+    """The path of the file ``name`` (a name of a pairs file, or one made from it) in ``folder``.
+
+    Every path built from a pairs-file name is built here, so that no command reads or writes outside
+    its folders; read_pairs already refused such names, naming their lines, so this is a safeguard."""
+    problem = name_problem(name)
+    if problem:
+        raise DataError(f'{name!r} {problem}, so it is not a file name in {shown(str(folder))}; '
+                        f'pairs files hold file names only')
+    return osp.join(folder, name)
+
+
+def warp_dir_named_by_cloth(warp_dir, pairs):
+    """True when ``warp_dir`` holds warps of ``pairs`` named by the cloth only (a folder of the original
+    code), False when it holds pair-keyed ones (test.py's names, pair_key) or none.
+
+    One rule per folder, never mixed: a cloth-named warp in a pair-keyed folder may be another person's."""
+    try:
+        names = set(os.listdir(warp_dir))
+    except OSError:   # no folder: the data check reports it, the loader names the missing file
+        return False
+    if any(pair_key(im_name, c_name) in names for im_name, c_name in pairs):
+        return False
+    return any(c_name in names for _, c_name in pairs)
+
+
+# The warp folders announced as cloth-named: the data check and the dataset decide on the same folder
+# in one run, and the user is to read the announcement once.
+ANNOUNCED_CLOTH_NAMED_WARP_DIRS = set()
+
+
+def warps_named_by_cloth(data_path, pairs, log=print):
+    """warp_dir_named_by_cloth of the split's warp-cloth/ (which decides for warp-mask/ too), announced
+    once when it holds cloth-named warps."""
+    warp_dir = osp.join(data_path, 'warp-cloth')
+    by_cloth = warp_dir_named_by_cloth(warp_dir, pairs)
+    if by_cloth and warp_dir not in ANNOUNCED_CLOTH_NAMED_WARP_DIRS:
+        ANNOUNCED_CLOTH_NAMED_WARP_DIRS.add(warp_dir)
+        log(f'note: {shown(warp_dir)} holds warps named by the cloth only, as the original code wrote them: '
+            f'the TOM stage reads warp-cloth/ and warp-mask/ by the cloth name for every pair (test.py names '
+            f'them by the pair, <person stem>_<cloth name>)')
+    return by_cloth
+
+
+def cloth_file_name(stage, by_cloth, im_name, c_name):
+    """The file name of a pair's cloth and cloth mask: GMM reads the in-shop cloth by its name; TOM reads
+    GMM's warp of the pair, named by the pair key, or by the cloth where ``by_cloth`` (warps_named_by_cloth)."""
+    return c_name if stage == 'GMM' or by_cloth else pair_key(im_name, c_name)
 
 
 # torchvision's ToTensor + Normalize(0.5, 0.5) computes (x / 255 - 0.5) / 0.5 in float32. Scaling by 2 is
@@ -251,19 +341,31 @@ class FileProblem:
     fix: str
 
     def __str__(self):
-        return f'{self.path}: {self.problem}' + (f'. Fix: {self.fix}' if self.fix else '')
+        return f'{shown(self.path)}: {self.problem}' + (f'. Fix: {self.fix}' if self.fix else '')
 
 
 PAIRS_LINE_FIX = 'write one pair per line: the person photo\'s file name, a space, the cloth photo\'s file name'
+PAIRS_NAME_FIX = ('write the file\'s name only, as it lies in <split>/image/ or <split>/cloth/: no folder, \'..\', '
+                  'root or drive, no control or invisible character; save the pairs file as UTF-8')
+
+
+def name_problems(fields, where):
+    """One FileProblem for each name of a pairs line (person, cloth) that is not a plain file name."""
+    return [FileProblem('name is not a plain file name', where, f'the {role} name {name!r} {problem}', PAIRS_NAME_FIX)
+            for role, name in zip(('person', 'cloth'), fields) if (problem := name_problem(name))]
 
 
 def scan_pairs(pairs_path):
-    """(pairs, errors) of a pairs file: every malformed line is an error, the other lines are kept."""
+    """(pairs, errors) of a pairs file: every malformed line is an error, the other lines are kept.
+
+    Read as editors write it: a UTF-8 byte-order mark, CRLF line ends, tabs or several spaces between the
+    names, trailing spaces and blank lines are all fine."""
     if not osp.isfile(pairs_path):
         return [], [FileProblem('missing pairs file', pairs_path, 'file not found',
                                 'pass --dataroot and --data_list so that <dataroot>/<data_list> is the pairs file')]
     pairs, errors = [], []
-    with open(pairs_path) as f:
+    # surrogateescape: a byte that is not UTF-8 becomes a character name_problem reports, with its line
+    with open(pairs_path, encoding='utf-8-sig', errors='surrogateescape') as f:
         for line_no, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -272,6 +374,8 @@ def scan_pairs(pairs_path):
             if len(fields) != 2:
                 errors.append(FileProblem('malformed pairs line', where,
                                           f'expected "person.jpg cloth.jpg", got {line.strip()!r}', PAIRS_LINE_FIX))
+            elif unsafe := name_problems(fields, where):
+                errors += unsafe
             elif not fields[0].endswith('.jpg'):
                 # The loader finds the parse map and the pose by replacing the person's '.jpg'.
                 errors.append(FileProblem('person file name not *.jpg', where, f'{fields[0]!r} does not end in .jpg',
@@ -476,6 +580,7 @@ class CPDataset(data.Dataset):
         self.im_names = [im_name for im_name, _ in pairs]
         self.c_names = [c_name for _, c_name in pairs]
         self.cloth_dir, self.mask_dir = ('cloth', 'cloth-mask') if self.stage == 'GMM' else ('warp-cloth', 'warp-mask')
+        self.warps_by_cloth = self.stage == 'TOM' and warps_named_by_cloth(self.data_path, pairs)
         self.grid_image = make_grid_image(self.fine_height, self.fine_width) if self.stage == 'GMM' else ''
         self.reserved_labels = RESERVED_LABELS[getattr(opt, 'reserved_regions', 'original')][self.stage]
         self.body_shape = getattr(opt, 'body_shape', 'parse')
@@ -488,18 +593,13 @@ class CPDataset(data.Dataset):
     def __len__(self):
         return len(self.im_names)
 
-    def cloth_path(self, folder, im_name, c_name):
-        """Where a pair's cloth (or mask) lies in `folder`.
+    def file(self, folder, name):
+        """The path of the file ``name`` in the split's ``folder`` (see file_in)."""
+        return file_in(osp.join(self.data_path, folder), name)
 
-        GMM reads the in-shop cloth by its name. TOM reads GMM's warp of this pair, written
-        under the pair's key by test.py; folders made by the original code name warps by the
-        cloth alone, so that name is read where no pair-keyed file exists.
-        """
-        if self.stage == 'TOM':
-            keyed = osp.join(self.data_path, folder, pair_key(im_name, c_name))
-            if osp.exists(keyed):
-                return keyed
-        return osp.join(self.data_path, folder, c_name)
+    def cloth_path(self, folder, im_name, c_name):
+        """Where a pair's cloth (or mask) lies in `folder` (see cloth_file_name)."""
+        return self.file(folder, cloth_file_name(self.stage, self.warps_by_cloth, im_name, c_name))
 
     def __getitem__(self, index):
         c_name = self.c_names[index]
@@ -512,12 +612,11 @@ class CPDataset(data.Dataset):
         mask_pixels = load_mask(self.cloth_path(self.mask_dir, im_name, c_name), size)
         cloth_mask = torch.from_numpy((mask_pixels >= 128).astype(np.float32)).unsqueeze(0)
 
-        person_pixels, keypoint_scale = load_photo(osp.join(self.data_path, 'image', im_name), size,
-                                                          scales_keypoints=True)
+        person_pixels, keypoint_scale = load_photo(self.file('image', im_name), size, scales_keypoints=True)
         image = normalized(person_pixels)
 
-        parse_array = load_parse_labels(osp.join(self.data_path, 'image-parse', parse_file_name(im_name)), size)
-        keypoints = load_coco18_keypoints(osp.join(self.data_path, 'pose', pose_file_name(im_name)), keypoint_scale)
+        parse_array = load_parse_labels(self.file('image-parse', parse_file_name(im_name)), size)
+        keypoints = load_coco18_keypoints(self.file('pose', pose_file_name(im_name)), keypoint_scale)
         # agnostic = [shape (1), head (3), pose maps (18)], each part written in place: building it
         # with torch.cat costed more than the rest of the item together.
         agnostic = torch.empty((4 + len(keypoints), height, width))
@@ -547,14 +646,18 @@ class CPDataset(data.Dataset):
         """Bool [H,W]: the person's body, from the parse map or CP-VTON+'s image-mask/."""
         if self.body_shape == 'parse':
             return parse_array > 0
-        return load_body_mask(osp.join(self.data_path, 'image-mask', parse_file_name(im_name)), size)
+        return load_body_mask(self.file('image-mask', parse_file_name(im_name)), size)
 
 
 class ResumableSampler(data.Sampler):
     """The indices of one epoch, for one process: shuffled by a permutation seeded with
     (seed, epoch) when ``shuffle`` is set, else in file order; split across ``world_size``
     processes like DistributedSampler (padded by wrapping around); and able to start part-way
-    through an epoch, which is what makes an interrupted run resume on the same batches.
+    through an epoch, at ``start`` entries of the epoch's order consumed by all processes together.
+
+    Process r takes entries r, r + W, r + 2W, ... of what remains, so each step's global batch
+    (batch size x W consecutive entries) is the same whatever the process count: a resumed run
+    continues on the same batches, also with another process count at the same global batch.
     """
 
     def __init__(self, num_samples, shuffle, seed=0, rank=0, world_size=1):
@@ -566,21 +669,24 @@ class ResumableSampler(data.Sampler):
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def epoch_indices(self):
+    def epoch_order(self):
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
-        per_rank = -(-self.num_samples // self.world_size)
-        order = (order * self.world_size)[:per_rank * self.world_size]
-        return order[self.rank::self.world_size]
+            return torch.randperm(self.num_samples, generator=generator).tolist()
+        return list(range(self.num_samples))
+
+    def epoch_indices(self):
+        order = self.epoch_order()
+        remaining = order[self.start:]
+        per_rank = -(-len(remaining) // self.world_size)
+        padded = (remaining + order * self.world_size)[:per_rank * self.world_size]
+        return padded[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.epoch_indices()[self.start:])
+        return iter(self.epoch_indices())
 
     def __len__(self):
-        return len(self.epoch_indices()) - self.start
+        return len(self.epoch_indices())
 
 
 def shared_memory_free_bytes(path='/dev/shm'):
@@ -642,7 +748,7 @@ class CPDataLoader:
             pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=prefetch)
         self.dataset = dataset
         self.batch_size = opt.batch_size
-        self.samples_done = 0   # samples of the current epoch already handed out
+        self.samples_done = 0   # samples this process handed out since the sampler's start
         self.data_iter = iter(self.data_loader)
 
     def next_batch(self):
@@ -654,13 +760,16 @@ class CPDataLoader:
         self.samples_done += len(batch['im_name'])
         return batch
 
-    def restart(self, epoch, samples_done):
-        self.sampler.set_epoch(epoch, start=samples_done)
-        self.samples_done = samples_done
+    def restart(self, epoch, position):
+        """Continue in ``epoch`` after its first ``position`` entries (consumed by all processes)."""
+        self.sampler.set_epoch(epoch, start=position)
+        self.samples_done = 0
         self.data_iter = iter(self.data_loader)
 
     def state(self):
-        return {'epoch': self.sampler.epoch, 'samples_done': self.samples_done}
+        """The position in the data, the same on every process: {'epoch', 'position'}."""
+        return {'epoch': self.sampler.epoch,
+                'position': self.sampler.start + self.samples_done * self.sampler.world_size}
 
     def load_state(self, state):
-        self.restart(int(state['epoch']), int(state['samples_done']))
+        self.restart(int(state['epoch']), int(state['position']))

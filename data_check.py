@@ -2,7 +2,8 @@
 
 Every problem is collected, not only the first, and reported grouped by kind:
 
-* errors: what no load-time fix can repair (malformed pairs lines, missing or unreadable files,
+* errors: what no load-time fix can repair (malformed pairs lines, names in them that are paths
+  rather than file names (cp_dataset.name_problem), missing or unreadable files,
   parse maps that are not LIP label maps, pose files without a person or with an unusable
   keypoint count), each naming the file, the problem and the fix;
 * warnings: what ``CPDataset`` fixes in memory when it loads a file (the ``*_fixes`` functions of
@@ -23,16 +24,16 @@ import os
 import os.path as osp
 import sys
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from PIL import Image
 
-from cp_dataset import (BODY_SHAPE_SOURCES, CPDataset, DataFileError, FileProblem, keypoint_fixes, mask_fixes,
-                        parse_file_name, parse_fixes, parse_labels, photo_fixes, pose_file_name, read_pose_keypoints,
-                        scan_pairs)
+import flags
+from cp_dataset import (BODY_SHAPE_SOURCES, DataFileError, FileProblem, cloth_file_name, file_in, keypoint_fixes,
+                        mask_fixes, parse_file_name, parse_fixes, parse_labels, photo_fixes, pose_file_name,
+                        read_pose_keypoints, scan_pairs, shown, warps_named_by_cloth)
 
 # The bytes an intact file of the format ends with: JPEG's EOI marker, PNG's IEND chunk.
 END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
@@ -43,8 +44,9 @@ END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
 CHECK_THREADS = min(4, os.cpu_count() or 1)
 FILES_PER_TASK = 256
 WARNING_EXAMPLES = 5   # files listed per kind of warning; all errors are listed
-WARP_FIX = ('run test.py --stage GMM on this split first: it writes warp-cloth/ and warp-mask/, named by the '
-            'pair key <person stem>_<cloth name> (data made by the original code names them by the cloth)')
+WARP_FIX = ('run test.py --stage GMM on this split and pairs file first: it writes warp-cloth/ and warp-mask/, '
+            'named by the pair key <person stem>_<cloth name> (warps named by the cloth, as the original code '
+            'wrote them, are read only from a folder that holds no pair-keyed ones)')
 
 
 def file_ends_with(path, marker):
@@ -136,21 +138,26 @@ def run_check(path, file_check, size):
                             'the file is damaged or of another type: copy or export it again from its source')], []
 
 
-def files_to_check(opt, data_path, pairs):
+def files_to_check(opt, data_path, pairs, log=print):
     """{path: FileCheck} of every file the pairs read, each once, in the order of the pairs file."""
     cloth_dir, mask_dir = ('cloth', 'cloth-mask') if opt.stage == 'GMM' else ('warp-cloth', 'warp-mask')
-    # The dataset's own rule for where a (warped) cloth lies. CPDataset.cloth_path needs only these two
-    # attributes; a dataset can't be built here, as its constructor stops at the first bad pairs line.
-    locator = types.SimpleNamespace(stage=opt.stage, data_path=data_path)
+    # The dataset's own rules for file names (a dataset can't be built here, as its constructor stops
+    # at the first bad pairs line).
+    by_cloth = opt.stage == 'TOM' and warps_named_by_cloth(data_path, pairs, log)
     files = {}
+
+    def add(folder, name):
+        files[file_in(osp.join(data_path, folder), name)] = FILE_CHECKS[folder]
+
     for im_name, c_name in pairs:
-        files[osp.join(data_path, 'image', im_name)] = FILE_CHECKS['image']
-        files[osp.join(data_path, 'image-parse', parse_file_name(im_name))] = FILE_CHECKS['image-parse']
-        files[osp.join(data_path, 'pose', pose_file_name(im_name))] = FILE_CHECKS['pose']
+        add('image', im_name)
+        add('image-parse', parse_file_name(im_name))
+        add('pose', pose_file_name(im_name))
         if getattr(opt, 'body_shape', 'parse') == 'image-mask':
-            files[osp.join(data_path, 'image-mask', parse_file_name(im_name))] = FILE_CHECKS['image-mask']
-        files[CPDataset.cloth_path(locator, cloth_dir, im_name, c_name)] = FILE_CHECKS[cloth_dir]
-        files[CPDataset.cloth_path(locator, mask_dir, im_name, c_name)] = FILE_CHECKS[mask_dir]
+            add('image-mask', parse_file_name(im_name))
+        cloth = cloth_file_name(opt.stage, by_cloth, im_name, c_name)
+        add(cloth_dir, cloth)
+        add(mask_dir, cloth)
     return files
 
 
@@ -185,7 +192,7 @@ def format_groups(problems, fix_label, limit=None):
         lines.append(f'  {kind} ({len(group)}):')
         for problem in group[:limit]:
             own_fix = f'; {fix_label}: {problem.fix}' if shared_fix is None and problem.fix else ''
-            lines.append(f'    {problem.path}: {problem.problem}{own_fix}')
+            lines.append(f'    {shown(problem.path)}: {problem.problem}{own_fix}')
         if limit is not None and len(group) > limit:
             lines.append(f'    ... and {len(group) - limit} more')
         if shared_fix:
@@ -235,7 +242,7 @@ def validate_dataset(opt, log=print):
     report = DataReport(data_path, osp.join(opt.dataroot, opt.data_list), opt.stage)
     log(f'checking the data in {data_path} against {report.pairs_path} (stage {opt.stage}) ...')
     pairs, report.errors = scan_pairs(report.pairs_path)
-    files, folder_errors = without_missing_folders(files_to_check(opt, data_path, pairs), data_path)
+    files, folder_errors = without_missing_folders(files_to_check(opt, data_path, pairs, log), data_path)
     report.errors += folder_errors
     size = (opt.fine_width, opt.fine_height)
     items = list(files.items())
@@ -267,17 +274,24 @@ def check_only(opt, log=print):
     return 0 if report.ok else 1
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description='Check a VITON-format dataset before training or testing.')
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Check a VITON-format dataset before training or testing.',
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='train')
     parser.add_argument('--data_list', default='train_pairs.txt')
     parser.add_argument('--stage', choices=('GMM', 'TOM'), default='GMM')
-    parser.add_argument('--fine_height', type=int, default=256)
-    parser.add_argument('--fine_width', type=int, default=192)
+    parser.add_argument('--fine_height', type=flags.image_side, default=256,
+                        help="the model's input height, as train.py's")
+    parser.add_argument('--fine_width', type=flags.image_side, default=192,
+                        help="the model's input width, as train.py's")
     parser.add_argument('--body_shape', choices=BODY_SHAPE_SOURCES, default='parse',
                         help='image-mask: also check the body masks in image-mask/ (CP-VTON+)')
-    return check_only(parser.parse_args(argv))
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    return check_only(parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -87,10 +87,11 @@ from scipy import ndimage
 from scipy.special import rel_entr
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from cp_dataset import (CLOTH_LABELS, DataError, load_coco18_keypoints, load_mask, load_parse_labels, load_photo,
-                        pair_key, parse_file_name, pose_file_name, read_pairs)
+import flags
+from cp_dataset import (CLOTH_LABELS, DataError, file_in, load_coco18_keypoints, load_mask, load_parse_labels,
+                        load_photo, pair_key, parse_file_name, pose_file_name, read_pairs, shown)
+from progress import progress
 
 PAIRED_METRICS = ('iou', 'ssim', 'ssim_matlab', 'lpips')   # need the same-cloth pairs
 TRYON_PAIR_METRICS = ('ssim', 'ssim_matlab', 'lpips')      # ... and their try-on results
@@ -242,14 +243,14 @@ def fid_from_features(features1, features2):
 
 def open_image(path):
     if not Path(path).is_file():
-        raise DataError(f'image not found: {path}')
+        raise DataError(f'image not found: {shown(str(path))}')
     return Image.open(path)
 
 
 def existing_file(path):
     """`path` as a string for cp_dataset's loaders; DataError (naming it) if there is no such file."""
     if not Path(path).is_file():
-        raise DataError(f'file not found: {path}')
+        raise DataError(f'file not found: {shown(str(path))}')
     return str(path)
 
 
@@ -264,8 +265,9 @@ def check_same_aspect_ratio(result_path, result_size, truth_path, truth_size):
     ground truth can be resized to it; another shape is another crop, which no resizing makes comparable."""
     (width, height), (truth_width, truth_height) = result_size, truth_size
     if abs(width * truth_height - height * truth_width) > 0.01 * height * truth_width:
-        raise DataError(f'{result_path}: size {width}x{height}, but its ground truth {truth_path} is '
-                        f'{truth_width}x{truth_height}, another aspect ratio; score results made from these '
+        raise DataError(f'{shown(str(result_path))}: size {width}x{height}, but its ground truth '
+                        f'{shown(str(truth_path))} is {truth_width}x{truth_height}, another aspect ratio; score '
+                        f'results made from these '
                         f'images (test.py --fine_width/--fine_height of the same proportions)')
 
 
@@ -303,19 +305,19 @@ class DataLayout:
         return self.dataroot / self.datamode
 
     def person_image(self, im_name):
-        return self.data_dir / 'image' / im_name
+        return Path(file_in(self.data_dir / 'image', im_name))
 
     def parse_map(self, im_name):
-        return self.data_dir / 'image-parse' / parse_file_name(im_name)
+        return Path(file_in(self.data_dir / 'image-parse', parse_file_name(im_name)))
 
     def cloth(self, c_name):
-        return self.data_dir / 'cloth' / c_name
+        return Path(file_in(self.data_dir / 'cloth', c_name))
 
     def cloth_mask(self, c_name):
-        return self.data_dir / 'cloth-mask' / c_name
+        return Path(file_in(self.data_dir / 'cloth-mask', c_name))
 
     def pose(self, im_name):
-        return self.data_dir / 'pose' / pose_file_name(im_name)
+        return Path(file_in(self.data_dir / 'pose', pose_file_name(im_name)))
 
     def real_images(self):
         """Every person photo of the split (FID's real set), sorted by name."""
@@ -332,10 +334,10 @@ class RunLayout(DataLayout):
     warp_mask_dir: Path
 
     def tryon(self, im_name, c_name):
-        return self.tryon_dir / pair_key(im_name, c_name)
+        return Path(file_in(self.tryon_dir, pair_key(im_name, c_name)))
 
     def warp_mask(self, im_name, c_name):
-        return self.warp_mask_dir / pair_key(im_name, c_name)
+        return Path(file_in(self.warp_mask_dir, pair_key(im_name, c_name)))
 
 
 class ImageFiles(Dataset):
@@ -359,7 +361,7 @@ class ImageFiles(Dataset):
 def image_batches(path_tuples, batch_size, workers, description):
     """Batches of ImageFiles items: lists of uint8 tensors [B,3,H,W], one per path of the tuples."""
     loader = DataLoader(ImageFiles(path_tuples), batch_size=batch_size, num_workers=workers)
-    return tqdm(loader, desc=description, unit='batch')
+    return progress(loader, desc=description, unit='batch')
 
 
 def to_unit_range(batch, device):
@@ -607,8 +609,8 @@ def parallel_map(function, items, workers, description):
     """[function(item) for item in items], computed by `workers` processes (0: in this one), in order."""
     jobs = ParallelMap(function, items)
     # batch_size=None: items come back one by one, uncollated, in order
-    return list(tqdm(DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
-                     desc=description, unit='item'))
+    return list(progress(DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
+                         desc=description, unit='item'))
 
 
 def score_pair_keyed(pair, layout, metrics, mask_threshold, cloth_labels):
@@ -818,7 +820,7 @@ def derive_paired_pairs(pairs, cloth_dir):
             continue
         seen.add(im_name)
         own_cloth = im_name[:-len('_0.jpg')] + '_1.jpg'
-        if (Path(cloth_dir) / own_cloth).is_file():
+        if Path(file_in(cloth_dir, own_cloth)).is_file():
             derived.append((im_name, own_cloth))
     return derived
 
@@ -866,7 +868,7 @@ def present_pairs(pairs, path_of, what, command, allow_missing, notes):
     if not missing:
         return list(pairs)
     folder = path_of(*missing[0]).parent
-    examples = ', '.join(pair_key(*pair) for pair in missing[:3])
+    examples = ', '.join(shown(pair_key(*pair)) for pair in missing[:3])
     message = (f'{len(missing)} of {len(pairs)} {what} are missing from {folder} (e.g. {examples}); '
                f'make them with: {command}')
     if not allow_missing:
@@ -1247,23 +1249,20 @@ def metric_list(text):
     return tuple(dict.fromkeys(metrics))
 
 
-def label_list(text):
-    return tuple(int(label) for label in text.split(','))
-
-
 def add_threshold_arguments(parser):
     """The difficulty subsets' thresholds (shared with smart_show_test_result.py's worst cases)."""
-    parser.add_argument('--textured_threshold', type=float, default=TEXTURED_THRESHOLD,
+    parser.add_argument('--textured_threshold', type=flags.float_at_least(0), default=TEXTURED_THRESHOLD,
                         help="subset 'textured': in-shop cloths whose texture energy is above this "
                              "(default: %(default)s; see evaluate.cloth_texture_energy)")
-    parser.add_argument('--occluded_threshold', type=float, default=OCCLUDED_THRESHOLD,
+    parser.add_argument('--occluded_threshold', type=flags.share, default=OCCLUDED_THRESHOLD,
                         help="subset 'occluded': persons whose arms cover more than this fraction of the torso "
                              "(default: %(default)s; see evaluate.torso_occlusion)")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Score a CP-VTON run with the protocol of CP-VTON+ Table 1 '
-                                                 '(see the docstring of evaluate.py).')
+                                                 '(see the docstring of evaluate.py).',
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--metrics', type=metric_list, default=ALL_METRICS,
                         help=f'comma-separated subset of {",".join(ALL_METRICS)} (default: all)')
     parser.add_argument('--dataroot', default='data', help='(default: %(default)s)')
@@ -1286,22 +1285,28 @@ def parse_args(argv=None):
                                                 '<datamode>/warp-mask)')
     parser.add_argument('--allow_missing', action='store_true',
                         help='score the listed pairs whose results exist instead of failing on missing ones')
-    parser.add_argument('--mask_threshold', type=int, default=MASK_THRESHOLD,
+    parser.add_argument('--mask_threshold', type=flags.int_in(1, 255), default=MASK_THRESHOLD,
                         help='IoU: warp-mask pixels >= this are mask (default: %(default)s)')
-    parser.add_argument('--cloth_labels', type=label_list, default=CLOTH_LABELS,
+    parser.add_argument('--cloth_labels', type=flags.lip_labels, default=CLOTH_LABELS,
                         help='IoU: comma-separated LIP labels of the cloth region (default: 5,6,7)')
-    parser.add_argument('--is_splits', type=int, default=10, help='Inception Score splits (default: %(default)s)')
+    parser.add_argument('--is_splits', type=flags.positive_int, default=10,
+                        help='Inception Score splits (default: %(default)s)')
     add_threshold_arguments(parser)
     for spec in WEIGHTS.values():
         parser.add_argument(spec.flag, help=f'{spec.description} (default: <torch hub dir>/checkpoints/'
                                             f'{spec.file_name})')
-    parser.add_argument('--device', help='torch device (default: cuda if available, else cpu)')
-    parser.add_argument('--batch_size', type=int, default=32, help='(default: %(default)s)')
+    parser.add_argument('--device', type=flags.torch_device, help='torch device (default: cuda if available, else cpu)')
+    parser.add_argument('--batch_size', type=flags.positive_int, default=32,
+                        help='images per network batch (default: %(default)s)')
     # More workers than cores only slows down (and makes torch warn).
-    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
-                        help='processes that load images and score pairs (default: %(default)s, at most the cores)')
+    parser.add_argument('--workers', type=flags.non_negative_int, default=min(4, os.cpu_count() or 1),
+                        help='processes that load images and score pairs, 0: this one (default: %(default)s, at '
+                             'most the cores)')
     parser.add_argument('--out', help='JSON file (default: metrics.json beside the try-on folder)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.device is not None:
+        flags.check_device_present(parser, args.device)
+    return args
 
 
 def write_json(report, path):

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
-from cp_dataset import LIP_PALETTE, DataError, pair_key, parse_file_name, pose_file_name, read_keypoints, read_pairs
+import flags
+from cp_dataset import (LIP_PALETTE, DataError, file_in, pair_key, parse_file_name, pose_file_name, read_keypoints,
+                        read_pairs)
 from evaluate import (RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir,
                       difficulty_subsets, per_pair_scores, ssim_score)
+from progress import progress
 from visualization import save_image_atomic
 
 PANEL_SIZE = (192, 256)  # width, height
@@ -45,7 +47,8 @@ COCO_LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9
 
 
 def get_opt(argv=None):
-    parser = argparse.ArgumentParser(description='Render CP-VTON test results as comparison strips.')
+    parser = argparse.ArgumentParser(description='Render CP-VTON test results as comparison strips.',
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='test')
     parser.add_argument('--data_list', default='test_pairs.txt')
@@ -58,7 +61,7 @@ def get_opt(argv=None):
     parser.add_argument('--annotate_ssim', action='store_true',
                         help="write each pair's try-on SSIM against the person photo on its strips (a ground-truth "
                              "score for same-cloth pairs only)")
-    parser.add_argument('--worst', type=int, metavar='K',
+    parser.add_argument('--worst', type=flags.positive_int, metavar='K',
                         help='worst-cases mode: render only the K same-cloth pairs with the lowest --worst_by score '
                              'in each difficulty subset (all, textured, occluded) into <out_worst>/<subset>/')
     parser.add_argument('--worst_by', choices=('ssim', 'iou'), default='ssim',
@@ -69,12 +72,9 @@ def get_opt(argv=None):
                         help='the same-cloth pairs (person photo = ground truth) that worst-cases mode ranks '
                              '(default: %(default)s)')
     add_threshold_arguments(parser)
-    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
-                        help='processes that score pairs in worst-cases mode (default: %(default)s)')
-    opt = parser.parse_args(argv)
-    if opt.worst is not None and opt.worst < 1:
-        parser.error('--worst K needs K >= 1')
-    return opt
+    parser.add_argument('--workers', type=flags.non_negative_int, default=min(4, os.cpu_count() or 1),
+                        help='processes that score pairs in worst-cases mode, 0: this one (default: %(default)s)')
+    return parser.parse_args(argv)
 
 
 def strip_name(im_name, c_name):
@@ -104,21 +104,32 @@ def parse_panel(path):
     return Image.fromarray(palette[np.clip(labels, 0, len(palette) - 1)]).resize(PANEL_SIZE, Image.NEAREST)
 
 
-def pose_panel(pose_path, person):
-    """The person, darkened, with the COCO-18 skeleton drawn over it."""
+def pose_panel(pose_path, person, photo_size):
+    """The person panel, darkened, with the COCO-18 skeleton drawn over it. The keypoints are in the
+    coordinates of the person photo, of ``photo_size`` (W, H), and are scaled to the panel."""
     panel = Image.blend(person, Image.new('RGB', PANEL_SIZE), 0.5)
     if not osp.exists(pose_path):
         return panel
     keypoints = read_keypoints(pose_path)
+    scale_x, scale_y = PANEL_SIZE[0] / photo_size[0], PANEL_SIZE[1] / photo_size[1]
+    points = [(x * scale_x, y * scale_y) for x, y, _ in keypoints]
     draw = ImageDraw.Draw(panel)
-    visible = [x > 1 and y > 1 for x, y, _ in keypoints]
+    visible = [x > 1 and y > 1 for x, y, _ in keypoints]   # OpenPose writes (0, 0) for a missed keypoint
     for a, b in COCO_LIMBS:
-        if a < len(keypoints) and b < len(keypoints) and visible[a] and visible[b]:
-            draw.line(tuple(keypoints[a][:2]) + tuple(keypoints[b][:2]), fill=(255, 220, 0), width=2)
-    for (x, y, _), seen in zip(keypoints, visible):
+        if a < len(points) and b < len(points) and visible[a] and visible[b]:
+            draw.line(points[a] + points[b], fill=(255, 220, 0), width=2)
+    for (x, y), seen in zip(points, visible):
         if seen:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(255, 60, 60))
     return panel
+
+
+def photo_size(path):
+    """(W, H) of the image at ``path``; PANEL_SIZE where it is missing (its panel is then a crossed grey one)."""
+    if not osp.exists(path):
+        return PANEL_SIZE
+    with Image.open(path) as image:
+        return image.size
 
 
 def hstack(panels):
@@ -154,14 +165,14 @@ class PairFiles:
         data = osp.join(opt.dataroot, opt.datamode)
         key = pair_key(im_name, c_name)
         gmm = osp.join(opt.result_dir, opt.gmm_checkpoint_name, opt.datamode)
-        self.cloth = osp.join(data, 'cloth', c_name)
-        self.cloth_mask = osp.join(data, 'cloth-mask', c_name)
-        self.person = osp.join(data, 'image', im_name)
-        self.parse = osp.join(data, 'image-parse', parse_file_name(im_name))
-        self.pose = osp.join(data, 'pose', pose_file_name(im_name))
-        self.warp_cloth = osp.join(gmm, 'warp-cloth', key)
-        self.warp_mask = osp.join(gmm, 'warp-mask', key)
-        self.tryon = osp.join(opt.result_dir, opt.tom_checkpoint_name, opt.datamode, 'try-on', key)
+        self.cloth = file_in(osp.join(data, 'cloth'), c_name)
+        self.cloth_mask = file_in(osp.join(data, 'cloth-mask'), c_name)
+        self.person = file_in(osp.join(data, 'image'), im_name)
+        self.parse = file_in(osp.join(data, 'image-parse'), parse_file_name(im_name))
+        self.pose = file_in(osp.join(data, 'pose'), pose_file_name(im_name))
+        self.warp_cloth = file_in(osp.join(gmm, 'warp-cloth'), key)
+        self.warp_mask = file_in(osp.join(gmm, 'warp-mask'), key)
+        self.tryon = file_in(osp.join(opt.result_dir, opt.tom_checkpoint_name, opt.datamode, 'try-on'), key)
 
 
 def simple_strip(files):
@@ -176,7 +187,8 @@ def verbose_strip(files):
     person = open_panel(files.person)
     warped = open_panel(files.warp_cloth)
     inputs = labelled_row([open_panel(files.cloth), open_panel(files.cloth_mask), person, parse_panel(files.parse),
-                           pose_panel(files.pose, person)], ['cloth', 'cloth mask', 'person', 'parse', 'pose'])
+                           pose_panel(files.pose, person, photo_size(files.person))],
+                          ['cloth', 'cloth mask', 'person', 'parse', 'pose'])
     outputs = labelled_row([warped, open_panel(files.warp_mask), Image.blend(warped, person, 0.5),
                             open_panel(files.tryon), person],
                            ['warped cloth', 'warped mask', 'warp over person', 'try-on', 'person'])
@@ -206,7 +218,7 @@ def render_strips(opt):
     for folder, _ in outputs:
         os.makedirs(folder, exist_ok=True)
     incomplete = 0
-    for im_name, c_name in tqdm(pairs, desc='strips', unit='pair', file=sys.stdout):
+    for im_name, c_name in progress(pairs, desc='strips', unit='pair', file=sys.stdout):
         files = PairFiles(opt, im_name, c_name)
         incomplete += not all(osp.exists(p) for p in (files.warp_cloth, files.warp_mask, files.tryon))
         ssim = tryon_ssim(files) if opt.annotate_ssim else None
@@ -214,7 +226,7 @@ def render_strips(opt):
             strip = render(files)
             if ssim is not None:
                 strip = annotate(strip, f'SSIM {ssim:.3f}')
-            save_image_atomic(strip, osp.join(folder, strip_name(im_name, c_name)))
+            save_image_atomic(strip, file_in(folder, strip_name(im_name, c_name)))
     return len(pairs), incomplete
 
 
@@ -256,29 +268,37 @@ def render_worst_cases(opt):
         for rank, key in enumerate(worst, 1):
             strip = annotate(verbose_strip(PairFiles(opt, *pair_of[key])),
                              f'{subset} #{rank} of {len(keys)}: {opt.worst_by.upper()} {scores[key]:.3f}')
-            save_image_atomic(strip, osp.join(folders[subset], worst_strip_name(rank, opt.worst_by, scores[key], key)))
+            save_image_atomic(strip, file_in(folders[subset], worst_strip_name(rank, opt.worst_by, scores[key], key)))
         written[subset] = len(worst)
     return written, len(listed) - len(pairs)
 
 
-def main(argv=None):
-    opt = get_opt(argv)
-    if opt.worst is not None:
-        try:
-            written, missing = render_worst_cases(opt)
-        except DataError as error:
-            print(f'error: {error}', file=sys.stderr)
-            return 2
-        print(f'wrote the worst cases by {opt.worst_by} to {opt.out_worst}: ' +
-              ', '.join(f'{count} {subset}' for subset, count in written.items()))
-        if missing:
-            print(f'warning: {missing} pairs of {opt.paired_list} lack results and were not ranked')
-        return 0
+def write_worst_cases(opt):
+    written, missing = render_worst_cases(opt)
+    print(f'wrote the worst cases by {opt.worst_by} to {opt.out_worst}: ' +
+          ', '.join(f'{count} {subset}' for subset, count in written.items()))
+    if missing:
+        print(f'warning: {missing} pairs of {opt.paired_list} lack results and were not ranked')
+
+
+def write_strips(opt):
     count, incomplete = render_strips(opt)
     print(f'wrote {count} strips to {opt.out_simple}' + (f' and {opt.out_verbose}' if opt.out_verbose else ''))
     if incomplete:
         print(f'warning: {incomplete} pairs lack GMM or TOM results (shown as crossed grey panels); '
               f'run steps 2 and 5 on {opt.data_list} first')
+
+
+def main(argv=None):
+    opt = get_opt(argv)
+    try:
+        if opt.worst is not None:
+            write_worst_cases(opt)
+        else:
+            write_strips(opt)
+    except DataError as error:   # the message names the file and the fix
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -69,6 +69,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+import flags
 from cp_dataset import VITON_LIP_PALETTE as LIP_PALETTE
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 192, 256
@@ -1039,27 +1040,25 @@ def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occlud
 
 
 def parse_args(argv=None):
-    """Command-line options, checked with check_arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    """Command-line options; their ranges meet check_arguments, so a bad value is a one-line usage error."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--dataroot', required=True, help='output folder, e.g. demo/data')
-    parser.add_argument('--n_train', type=int, default=200)
-    parser.add_argument('--n_test', type=int, default=20)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--textured_share', type=float, default=0.5,
+    parser.add_argument('--n_train', type=flags.positive_int, default=200,
+                        help='training persons (default: %(default)s)')
+    # the unpaired list pairs test persons with each other
+    parser.add_argument('--n_test', type=flags.int_at_least(2), default=20, help='test persons (default: %(default)s)')
+    parser.add_argument('--seed', type=flags.seed, default=0, help='(default: %(default)s)')
+    parser.add_argument('--textured_share', type=flags.share, default=0.5,
                         help='fraction of shirts that are striped, checked or carry a logo (rest: solid)')
-    parser.add_argument('--occluded_share', type=float, default=0.3,
+    parser.add_argument('--occluded_share', type=flags.share, default=0.3,
                         help='fraction of persons whose forearm(s) cross in front of the torso')
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                        help='processes drawing persons (the output does not depend on it)')
+    parser.add_argument('--workers', type=flags.non_negative_int, default=os.cpu_count() or 1,
+                        help='processes drawing persons, 0 or 1: this one (the output does not depend on it)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a dataset that this script wrote earlier in --dataroot (its train/ and '
                              'test/ folders go entirely, GMM outputs in them included)')
-    args = parser.parse_args(argv)
-    try:
-        check_arguments(args.n_train, args.n_test, args.seed, args.textured_share, args.occluded_share)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

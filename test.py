@@ -16,35 +16,41 @@ import time
 
 import torch
 from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
+import flags
 from cp_dataset import CPDataLoader, CPDataset, pair_key
 from data_check import check_only, check_or_exit
-from networks import CheckpointError, load_checkpoint, select_device
-from train import (MODEL_OPTIONS, OPTIONS_FILE, STAGES, add_model_arguments, build_model, describe_options,
-                   read_options, to_device)
+from networks import CheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
+from runs import command_with, intact_step_checkpoint_beside
+from progress import progress
+from train import (MODEL_OPTIONS, OPTIONS_FILE, STAGES, add_model_arguments, add_tf32_argument, build_model,
+                   describe_options, read_options, to_device)
 from visualization import board_add_images, save_images
 
 
 def get_opt(argv=None):
-    parser = argparse.ArgumentParser(description='Test CP-VTON (GMM or TOM).')
+    parser = argparse.ArgumentParser(description='Test CP-VTON (GMM or TOM).', formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--name', default='GMM')
-    parser.add_argument('--gpu_ids', default='', help="'' first GPU if any, else CPU; '0' that GPU; '-1' the CPU")
-    parser.add_argument('-j', '--workers', type=int, default=1)
-    parser.add_argument('-b', '--batch-size', type=int, default=4)
+    parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='', help='the device to run on')
+    parser.add_argument('-j', '--workers', type=flags.non_negative_int, default=1,
+                        help='data loader processes (0: in this process)')
+    parser.add_argument('-b', '--batch-size', type=flags.positive_int, default=4, help='pairs per batch')
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='test')
     parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
     parser.add_argument('--data_list', default='test_pairs.txt')
     add_model_arguments(parser)
+    add_tf32_argument(parser)
     parser.add_argument('--tensorboard_dir', type=str, default='tensorboard', help='save tensorboard infos')
     parser.add_argument('--result_dir', type=str, default='result', help='save result infos')
     parser.add_argument('--checkpoint', type=str, default='', help='model checkpoint for test')
-    parser.add_argument('--display_count', type=int, default=1)
+    parser.add_argument('--display_count', type=flags.positive_int, default=1,
+                        help='batches between TensorBoard images')
     parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
     parser.add_argument('--check_data', action='store_true',
                         help='only check the dataset against the pairs file, report every problem, and exit')
     opt = parser.parse_args(argv)
+    flags.check_gpu_ids_present(parser, opt.gpu_ids)
     apply_recorded_options(opt, parser)
     return opt
 
@@ -96,6 +102,7 @@ SAVERS = {'GMM': save_gmm_results, 'TOM': save_tom_results}
 
 def test(opt):
     device = select_device(opt.gpu_ids)
+    set_tf32(opt.tf32)
     model = build_model(opt)
     load_checkpoint(model, opt.checkpoint, device)
     model.eval()
@@ -108,16 +115,16 @@ def test(opt):
     run_stage, visuals = STAGES[opt.stage]
     save_results = SAVERS[opt.stage]
     board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name))
-    progress = tqdm(loader.data_loader, desc=f'test {opt.stage}', unit='batch', file=sys.stdout)
+    batches = progress(loader.data_loader, desc=f'test {opt.stage}', unit='batch', file=sys.stdout)
     with torch.inference_mode():
-        for step, batch in enumerate(progress):
+        for step, batch in enumerate(batches):
             start = time.time()
             inputs = to_device(batch, device)
             out = run_stage(model, inputs)
             save_results(inputs, out, folder)
             if (step + 1) % opt.display_count == 0:
                 board_add_images(board, 'combine', visuals(inputs, out), step + 1)
-                progress.set_postfix_str('step: %8d, time: %.3f' % (step + 1, time.time() - start))
+                batches.set_postfix_str('step: %8d, time: %.3f' % (step + 1, time.time() - start))
     board.close()
     print(f'wrote {len(dataset)} results to {folder}', flush=True)
     return folder
@@ -130,8 +137,23 @@ def main(argv=None):
     try:
         test(opt)
     except CheckpointError as error:
+        raise SystemExit(f'error: {error}{intact_alternative(opt, argv)}') from None
+    except DiskFullError as error:
+        raise SystemExit(f'error: {error}. The results written before it are complete (each file is written '
+                         f'whole or not at all); free space or pass another --result_dir, then run again.') from None
+    except OSError as error:
         raise SystemExit(f'error: {error}') from None
     return 0
+
+
+def intact_alternative(opt, argv):
+    """'; the newest intact step checkpoint there is ...: test it with ...' where the folder of a
+    damaged --checkpoint has one, else ''."""
+    intact = intact_step_checkpoint_beside(opt.checkpoint) if opt.checkpoint else None
+    if not intact:
+        return ''
+    command = command_with('test.py', list(sys.argv[1:] if argv is None else argv), checkpoint=intact)
+    return f'; the newest intact step checkpoint there is {intact}: test it with {command}'
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ tensorboard/<name>. The flags and defaults are the original's; the additions are
 in README.md.
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -26,72 +27,93 @@ import torch.distributed as dist
 import torch.nn as nn
 from tensorboardX import SummaryWriter
 
+import flags
 from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset
 from data_check import check_only, check_or_exit
-from networks import (GMM, TOM_INPUT_CHANNELS, atomic_torch_save, atomic_write, build_tom, build_vgg_loss,
-                      cpu_state_dict, grid_interval_consistency, load_checkpoint, read_checkpoint, save_checkpoint,
-                      select_device, tom_tryon, unwrap_model, warp, warp_cloth)
+from networks import (GMM, TOM_INPUT_CHANNELS, CheckpointError, DiskFullError, atomic_write, build_tom,
+                      build_vgg_loss, cpu_state_dict, durable_writer, format_bytes, grid_interval_consistency,
+                      load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32,
+                      tom_tryon, unwrap_model, warp, warp_cloth)
+from runs import (RunFolderError, RunLock, command_with, disk_space_warning, newest_intact, resume_option_changes,
+                  step_checkpoints)
 from visualization import board_add_images
 
 RESUME_FILE = 'resume.pth'
+PREVIOUS_RESUME_FILE = 'resume.prev.pth'   # the resume state before the last save
 
 
 def get_opt(argv=None):
-    parser = argparse.ArgumentParser(description='Train CP-VTON (GMM or TOM).')
+    parser = argparse.ArgumentParser(description='Train CP-VTON (GMM or TOM).',
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--name', default='GMM')
-    parser.add_argument('--gpu_ids', default='', help="'' first GPU if any, else CPU; '0' that GPU; '-1' the CPU")
-    parser.add_argument('-j', '--workers', type=int, default=1)
-    parser.add_argument('-b', '--batch-size', type=int, default=4, help='per process (per GPU with torchrun)')
+    parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='', help='the device to run on')
+    parser.add_argument('-j', '--workers', type=flags.non_negative_int, default=1,
+                        help='data loader processes (0: in this process)')
+    parser.add_argument('-b', '--batch-size', type=flags.positive_int, default=4,
+                        help='per process (per GPU with torchrun)')
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='train')
     parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
     parser.add_argument('--data_list', default='train_pairs.txt')
     add_model_arguments(parser)
-    parser.add_argument('--lr', type=float, default=0.0001, help='initial learning rate for adam')
+    parser.add_argument('--lr', type=flags.positive_float, default=0.0001, help='initial learning rate for adam')
     parser.add_argument('--tensorboard_dir', type=str, default='tensorboard', help='save tensorboard infos')
     parser.add_argument('--checkpoint_dir', type=str, default='checkpoints', help='save checkpoint infos')
     parser.add_argument('--checkpoint', type=str, default='', help='model checkpoint for initialization')
-    parser.add_argument('--display_count', type=int, default=20)
-    parser.add_argument('--save_count', type=int, default=100)
-    parser.add_argument('--keep_step', type=int, default=100000)
-    parser.add_argument('--decay_step', type=int, default=100000)
+    parser.add_argument('--display_count', type=flags.positive_int, default=20,
+                        help='steps between log lines and TensorBoard entries')
+    parser.add_argument('--save_count', type=flags.positive_int, default=100, help='steps between checkpoints')
+    parser.add_argument('--keep_step', type=flags.non_negative_int, default=100000,
+                        help='steps at the initial learning rate')
+    parser.add_argument('--decay_step', type=flags.non_negative_int, default=100000,
+                        help='steps of the learning rate decaying to 0 (with --lr_policy paper)')
     parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
     # Additions to the original flags.
-    parser.add_argument('--seed', type=int, default=None, help='random seed (default: drawn, and logged)')
+    parser.add_argument('--seed', type=flags.seed, default=None, help='random seed (default: drawn, and logged)')
     parser.add_argument('--lr_policy', default='paper', choices=['paper', 'constant'],
                         help='paper: constant for keep_step steps, then linear decay to 0 over decay_step; '
                              'constant: the original code\'s behaviour (its scheduler was never stepped)')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue the run in <checkpoint_dir>/<name> from its resume.pth')
+    parser.add_argument('--resume', nargs='?', const='', default=None, metavar='RESUME_FILE',
+                        help='continue the run in <checkpoint_dir>/<name> from its resume.pth (or from the '
+                             'resume state given, e.g. its resume.prev.pth)')
     parser.add_argument('--vgg_init', default='imagenet', choices=['imagenet', 'random'],
                         help='TOM perceptual loss: ImageNet VGG19 (needs the weights file) or random (demos/tests)')
     parser.add_argument('--vgg_weights', default='', help='path of vgg19-dcbb9e9d.pth (default: torch hub cache)')
     parser.add_argument('--amp', action='store_true', help='bf16 autocast (GPU speed; off = faithful float32)')
     parser.add_argument('--channels_last', action='store_true', help='channels-last memory format')
     parser.add_argument('--cudnn_benchmark', action='store_true', help='cuDNN autotuning')
+    add_tf32_argument(parser)
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
     parser.add_argument('--check_data', action='store_true',
                         help='only check the dataset against the pairs file, report every problem, and exit')
     plus = parser.add_argument_group('CP-VTON+ training options (off by default: the original CP-VTON)')
-    plus.add_argument('--gic_weight', type=float, default=0.0,
+    plus.add_argument('--gic_weight', type=flags.float_at_least(0), default=0.0,
                       help='GMM: weight of the grid-interval-consistency loss (CP-VTON+: 40; 0 = off)')
     plus.add_argument('--tom_mask_target', default='warped_mask', choices=TOM_MASK_TARGETS,
                       help="TOM: the composition mask's L1 target: GMM's warped mask (original) or the "
                            "person's cloth region in the parse map (CP-VTON+)")
     opt = parser.parse_args(argv)
-    for name in ('display_count', 'save_count'):
-        if getattr(opt, name) < 1:
-            parser.error(f'--{name} must be at least 1')
+    if opt.stage == 'GMM':
+        flags.check_gmm_trainable_size(parser, opt.fine_height, opt.fine_width)
+    for name, stage in (('gic_weight', 'GMM'), ('tom_mask_input', 'TOM'), ('tom_mask_target', 'TOM')):
+        # a flag the other stage ignores is a mistake in the command, not an option to drop silently
+        if opt.stage != stage and getattr(opt, name) != parser.get_default(name):
+            parser.error(f'--{name} is an option of --stage {stage}; it does nothing with --stage {opt.stage}')
+    if opt.vgg_weights and opt.vgg_init == 'random':
+        parser.error(f'--vgg_weights {opt.vgg_weights} contradicts --vgg_init random (which uses no weights)')
+    flags.check_gpu_ids_present(parser, opt.gpu_ids)
     return opt
 
 
 def add_model_arguments(parser):
     """The options that define a model and its input; train.py records them in options.json and
     test.py reads them back, so it rebuilds the model a checkpoint was trained as."""
-    parser.add_argument('--fine_width', type=int, default=192)
-    parser.add_argument('--fine_height', type=int, default=256)
-    parser.add_argument('--radius', type=int, default=5)
-    parser.add_argument('--grid_size', type=int, default=5)
+    parser.add_argument('--fine_width', type=flags.image_side, default=192, help='model input width, pixels')
+    parser.add_argument('--fine_height', type=flags.image_side, default=256, help='model input height, pixels')
+    parser.add_argument('--radius', type=flags.non_negative_int, default=5,
+                        help='pose keypoints are squares of 2 * radius + 1 pixels')
+    parser.add_argument('--grid_size', type=flags.grid_size, default=5,
+                        help='the TPS has grid_size x grid_size control points')
     plus = parser.add_argument_group('CP-VTON+ model options (off by default: the original CP-VTON)')
     plus.add_argument('--reserved_regions', default='original', choices=tuple(RESERVED_LABELS),
                       help='regions the person representation keeps: original (hat, hair, sunglasses, face for '
@@ -101,6 +123,11 @@ def add_model_arguments(parser):
                       help='body shape from the parse map (original) or from image-mask/<person>.png (CP-VTON+)')
     plus.add_argument('--tom_mask_input', action='store_true',
                       help='TOM: also feed the warped cloth mask (26 input channels, CP-VTON+)')
+
+
+def add_tf32_argument(parser):
+    parser.add_argument('--tf32', action='store_true',
+                        help='TF32 convolutions and matmuls on Ampere and later GPUs (speed; off = float32)')
 
 
 MODEL_OPTIONS = ('stage', 'fine_height', 'fine_width', 'radius', 'grid_size', 'reserved_regions', 'body_shape',
@@ -134,9 +161,15 @@ def build_model(opt):
 
 
 def to_device(batch, device, memory_format=torch.contiguous_format):
-    """Move the tensors of a batch dict to ``device`` (file names and '' stay as they are)."""
-    return {k: v.to(device, non_blocking=True, memory_format=memory_format) if torch.is_tensor(v) and v.dim() == 4
-            else v for k, v in batch.items()}
+    """Move every tensor of a batch dict to ``device``, images ([B,C,H,W]) in ``memory_format``; file
+    names and '' stay as they are."""
+    return {k: (v.to(device, non_blocking=True, memory_format=memory_format) if v.dim() == 4
+                else v.to(device, non_blocking=True)) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def finite_grid(out):
+    """Whether a stage's warp grid (GMM: out['grid']) is all finite; True for stages without one."""
+    return torch.isfinite(out['grid'].detach()).all() if 'grid' in out else torch.tensor(True)
 
 
 def run_gmm(model, inputs):
@@ -274,19 +307,17 @@ def run_dir(opt):
     return osp.join(opt.checkpoint_dir, opt.name)
 
 
-def check_run_dir(opt):
-    """Refuse to start a new run over an existing one: its checkpoints would be overwritten."""
-    resume_path = osp.join(run_dir(opt), RESUME_FILE)
-    if opt.resume:
-        if not osp.isfile(resume_path):
-            raise SystemExit(f'--resume: {resume_path} does not exist; nothing to resume. '
-                             f'Start the run without --resume.')
-        return resume_path
+def resume_path(opt):
+    """The resume state --resume continues from: the run's resume.pth, or the file given to --resume."""
+    return opt.resume or osp.join(run_dir(opt), RESUME_FILE)
+
+
+def refuse_new_run_over_old(opt):
+    """A new run (no --resume) must not start in a folder with checkpoints: they would be overwritten."""
     existing = [f for f in os.listdir(run_dir(opt)) if f.endswith('.pth')] if osp.isdir(run_dir(opt)) else []
     if existing:
         raise SystemExit(f'{run_dir(opt)} already holds checkpoints of a run ({", ".join(sorted(existing)[:3])}...). '
                          f'Pass --resume to continue it, or choose another --name; nothing was overwritten.')
-    return None
 
 
 class StopRequest:
@@ -307,14 +338,23 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+def file_sha256(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def recorded_options(opt, world_size):
-    """What options.json holds: every flag of the run, plus the process count and torch version."""
-    return {**vars(opt), 'world_size': world_size, 'torch_version': torch.__version__}
+    """What options.json and resume.pth record: every flag of the run, the process count, the pairs
+    list's checksum (a resumed run must read the same pairs, wherever --dataroot now is) and torch's
+    version."""
+    pairs_file = osp.join(opt.dataroot, opt.data_list)
+    return {**vars(opt), 'world_size': world_size, 'torch_version': str(torch.__version__),
+            'data_list_sha256': file_sha256(pairs_file) if osp.isfile(pairs_file) else None}
 
 
-def write_options(opt, world_size):
-    text = json.dumps(recorded_options(opt, world_size), indent=2) + '\n'
-    atomic_write(osp.join(run_dir(opt), OPTIONS_FILE), lambda tmp_path: Path(tmp_path).write_text(text))
+def write_options(options, folder):
+    text = json.dumps(options, indent=2) + '\n'
+    atomic_write(osp.join(folder, OPTIONS_FILE), lambda tmp_path: Path(tmp_path).write_text(text))
 
 
 def read_options(path):
@@ -329,13 +369,18 @@ def read_options(path):
                          f'Restore it, or delete it and pass the model options as flags.') from None
 
 
-def check_same_options(opt, path):
-    """--resume must continue the run with the options it was started with."""
-    recorded = read_options(path) or {}
-    changed = [f'--{name} {recorded[name]!r} (now {getattr(opt, name)!r})' for name in MODEL_OPTIONS + TRAINING_OPTIONS
-               if name in recorded and recorded[name] != getattr(opt, name)]
-    if changed:
-        raise SystemExit(f'{path}: this run was started with {", ".join(changed)}; resume it with the same options.')
+def data_position(state):
+    """{'epoch', 'position'} of a resume state; resume states of earlier versions kept a per-rank
+    sample count, which the position is that count times the process count."""
+    data = state['data']
+    if isinstance(data, list):
+        return {'epoch': data[0]['epoch'], 'position': data[0]['samples_done'] * len(data)}
+    return data
+
+
+def rng_states(state):
+    """The per-process random states of a resume state (earlier versions saved rank 0's only)."""
+    return state['rng'] if isinstance(state['rng'], list) else [state['rng']]
 
 
 def format_eta(seconds):
@@ -346,24 +391,43 @@ def format_eta(seconds):
 # --------------------------------------------------------------------------- training
 
 class Trainer:
-    def __init__(self, opt):
+    """One training run. Every check that can fail on one process (the run folder, the resume state,
+    a non-finite loss, a failed save) is agreed on by all processes, so they all stop at the same
+    point with one message instead of leaving the others waiting in a collective."""
+
+    def __init__(self, opt, argv=None):
         self.opt = opt
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.lock, self.board = None, None
         self.rank, self.world_size, self.device = setup_distributed(opt)
+        try:
+            self.setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def setup(self):
+        opt = self.opt
         self.log = Logger(self.rank)
-        resume_path = check_run_dir(opt)
-        resume_state = read_checkpoint(resume_path, torch.device('cpu')) if resume_path else None
-        if resume_state is not None:
-            opt.seed = resume_state['seed']   # the data order depends on it
+        self.all_or_none(self.take_run_folder)
+        state = self.resume_state() if opt.resume is not None else None
+        given_seed = opt.seed
+        if state is not None:
+            opt.seed = state['seed']   # the data order depends on it
         elif opt.seed is None:
             opt.seed = int(time.time()) % 100000
-        torch.manual_seed(opt.seed + self.rank)
-        random.seed(opt.seed + self.rank)
+        # Every process builds the same model and (with --vgg_init random) the same loss network; each
+        # then draws its own random numbers (seed + rank) from the first step on.
+        torch.manual_seed(opt.seed)
+        random.seed(opt.seed)
         torch.backends.cudnn.benchmark = opt.cudnn_benchmark
+        set_tf32(opt.tf32)
         self.log(f'stage {opt.stage}, run {opt.name}, device {self.device}, processes {self.world_size}, '
                  f'batch {opt.batch_size} per process ({opt.batch_size * self.world_size} in all), seed {opt.seed}, '
-                 f'lr {opt.lr} ({opt.lr_policy}), amp {opt.amp}, channels_last {opt.channels_last}, '
+                 f'lr {opt.lr} ({opt.lr_policy}), amp {opt.amp}, tf32 {opt.tf32}, channels_last {opt.channels_last}, '
                  f'compile {opt.compile}')
         self.log(describe_options(opt))
+        self.all_or_none(lambda: self.record_options(state, given_seed))
 
         # Every rank checks (deterministically), so all stop together on bad data.
         check_or_exit(opt, self.log)
@@ -374,7 +438,7 @@ class Trainer:
 
         model = build_model(opt)
         if opt.checkpoint:
-            load_checkpoint(model, opt.checkpoint, torch.device('cpu'))
+            self.all_or_none(lambda: load_checkpoint(model, opt.checkpoint, torch.device('cpu')))
             self.log(f'initialised from {opt.checkpoint}')
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.model.train()
@@ -384,9 +448,13 @@ class Trainer:
                           else TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log),
                                        opt.tom_mask_target)).to(self.device)
         self.criterion = self.criterion.to(memory_format=self.memory_format)
-        self.start_step = self.load_resume_state(resume_path, resume_state) if resume_path else 0
-        if self.rank == 0 and not resume_path:
-            write_options(opt, self.world_size)
+        if self.rank:
+            torch.manual_seed(opt.seed + self.rank)
+            random.seed(opt.seed + self.rank)
+        self.start_step = self.restore(state) if state is not None else 0
+        self.last_saved = {}   # file kind -> (path, step) of the newest file this run wrote
+        if self.rank == 0:
+            self.warn_if_disk_too_small()
 
         self.forward = self.model
         if self.world_size > 1:
@@ -395,66 +463,218 @@ class Trainer:
         if opt.compile:
             self.forward = torch.compile(self.forward)
         self.run_stage, self.visuals = STAGES[opt.stage]
-        self.board = None
         if self.rank == 0:
             # purge_step drops events a killed run logged after its last checkpoint.
             self.board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name),
                                        purge_step=self.start_step + 1 if self.start_step else None)
+
+    # ----------------------------------------------------------------------- agreement between processes
+
+    def agree(self, problem):
+        """Every process says whether it has a problem (a message, or None); if any has, all stop: rank 0
+        prints the first message, the others exit quietly."""
+        problems = [problem]
+        if self.world_size > 1:
+            problems = [None] * self.world_size
+            dist.all_gather_object(problems, problem)
+        first = next((p for p in problems if p), None)
+        if first:
+            raise SystemExit(first if self.rank == 0 else 1)
+
+    def all_or_none(self, attempt):
+        """``attempt()`` on every process; a user-facing failure on any one stops all of them."""
+        try:
+            result, problem = attempt(), None
+        except (SystemExit, RunFolderError, CheckpointError, OSError) as error:
+            result, problem = None, str(error) or type(error).__name__
+        self.agree(problem)
+        return result
+
+    # ----------------------------------------------------------------------- run folder and resume state
+
+    def take_run_folder(self):
+        """Rank 0 (the only writer) locks the run folder for the life of the run, and refuses to start
+        a new run over an old one."""
+        if self.rank != 0:
+            return
+        self.lock = RunLock(run_dir(self.opt)).acquire()
+        if self.opt.resume is None:
+            refuse_new_run_over_old(self.opt)
+
+    def resume_state(self):
+        """Rank 0 reads the resume state and hands it to the others: only its machine needs the run folder."""
+        state = self.all_or_none(self.read_resume_state if self.rank == 0 else lambda: None)
+        if self.world_size > 1:
+            box = [state]
+            dist.broadcast_object_list(box, src=0)
+            state = box[0]
+        return state
+
+    def read_resume_state(self):
+        path = resume_path(self.opt)
+        if not osp.isfile(path):
+            raise SystemExit(self.unreadable_resume_message(path, f'--resume: {path} does not exist'))
+        try:
+            state = read_checkpoint(path, torch.device('cpu'))
+        except CheckpointError as error:
+            raise SystemExit(self.unreadable_resume_message(path, str(error))) from None
+        if not isinstance(state, dict) or not {'stage', 'step', 'model', 'optimizer', 'data', 'rng'} <= set(state):
+            raise SystemExit(self.unreadable_resume_message(path, f'{path} is not a resume state of train.py'))
+        if state['stage'] != self.opt.stage:
+            raise SystemExit(f'{path} is a {state["stage"]} run; this command trains {self.opt.stage}.')
+        return state
+
+    def unreadable_resume_message(self, path, problem):
+        """What is wrong with the resume state, and the command that continues from the newest intact file."""
+        folder = run_dir(self.opt)
+        previous = osp.join(folder, PREVIOUS_RESUME_FILE)
+        intact, state = newest_intact([previous] if osp.abspath(path) != osp.abspath(previous) else [])
+        if intact:
+            command = self.command_with(resume=intact)
+            return (f'{problem}. The previous resume state {intact} (step {state["step"]}) is intact; continue '
+                    f'from it with: {command}')
+        intact, _ = newest_intact(step_checkpoints(folder))
+        if intact:
+            command = self.command_with(resume=None, name=self.opt.name + '_continued',
+                                   checkpoint=intact)
+            return (f'{problem}. No intact resume state; the newest intact step checkpoint is {intact}: continue '
+                    f'from its weights (the optimizer and the LR schedule start anew) with: {command}')
+        return f'{problem}. {folder} holds no intact resume state or step checkpoint: start the run again.'
+
+    def command_with(self, **flags):
+        """The command that continues this run with ``flags`` changed (see runs.command_with)."""
+        command = command_with('train.py', self.argv, **flags)
+        if self.world_size > 1:
+            return command.replace('python train.py', 'torchrun <your torchrun options> train.py', 1)
+        return command
+
+    def record_options(self, state, given_seed):
+        """A new run records its options; a resumed one must keep them, except the changes
+        runs.resume_option_changes allows (logged, and recorded)."""
+        current = recorded_options(self.opt, self.world_size)
+        if state is not None:
+            recorded = state.get('options') or read_options(osp.join(run_dir(self.opt), OPTIONS_FILE)) or {}
+            refused, allowed = resume_option_changes(recorded, {**current, 'seed': given_seed}, state['step'],
+                                                     lr_lambda_for)
+            if refused:
+                raise SystemExit(f'{resume_path(self.opt)}: this run was started with other options: '
+                                 f'{"; ".join(refused)}. Resume it with the options it was started with, '
+                                 f'or start a new run with another --name.')
+            if not allowed:
+                return
+            self.log(f'resuming with changed options (allowed, they keep the run consistent): {"; ".join(allowed)}')
+        if self.rank == 0:
+            write_options(current, run_dir(self.opt))
+
+    def restore(self, state):
+        """Restore what ``save_resume_state`` wrote; returns the step to continue from."""
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        self.loader.load_state(data_position(state))
+        saved = rng_states(state)
+        if self.rank < len(saved):
+            set_rng_state(saved[self.rank], self.device)
+        else:
+            print(f'process {self.rank}: the resume state holds the random state of {len(saved)} process(es); '
+                  f'this one keeps its fresh seed {self.opt.seed + self.rank}', flush=True)
+        self.log(f'resumed {resume_path(self.opt)} at step {state["step"]}')
+        return state['step']
+
+    def warn_if_disk_too_small(self):
+        model_bytes = sum(v.numel() * v.element_size() for v in self.model.state_dict().values())
+        params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        warning = disk_space_warning(run_dir(self.opt), model_bytes, model_bytes + 2 * params_bytes,  # + Adam
+                                     self.start_step, self.opt.keep_step + self.opt.decay_step, self.opt.save_count)
+        if warning:
+            self.log(warning)
+
+    # ----------------------------------------------------------------------- saving
+
+    def save(self, step, model_file=None, resume=True):
+        """Rank 0 writes ``model_file`` (if any) and (``resume``) the resume state of every process; a
+        failed write stops all processes with one message."""
+        rng = [rng_state(self.device)]
+        if self.world_size > 1:
+            rng = [None] * self.world_size
+            dist.all_gather_object(rng, rng_state(self.device))
+        problem = None
+        if self.rank == 0:
+            try:
+                if model_file:
+                    path = osp.join(run_dir(self.opt), model_file)
+                    save_checkpoint(self.model, path)
+                    self.last_saved['model'] = (path, step)
+                if resume:
+                    self.save_resume_state(step, rng)
+            except OSError as error:
+                problem = self.failed_save_message(error)
+        self.agree(problem)
+
+    def save_resume_state(self, step, rng):
+        path = osp.join(run_dir(self.opt), RESUME_FILE)
+        data = serialized({'stage': self.opt.stage, 'step': step, 'seed': self.opt.seed,
+                           'model': cpu_state_dict(self.model), 'optimizer': self.optimizer.state_dict(),
+                           'scheduler': self.scheduler.state_dict(), 'data': self.loader.state(), 'rng': rng,
+                           'options': recorded_options(self.opt, self.world_size)})
+        # The previous state is kept as resume.prev.pth: a resume.pth damaged later still leaves one.
+        atomic_write(path, durable_writer(data), size=len(data),
+                     keep_previous=osp.join(run_dir(self.opt), PREVIOUS_RESUME_FILE))
+        self.last_saved['resume'] = (path, step)
+
+    def failed_save_message(self, error):
+        """One line: what failed, what is intact, and how to continue."""
+        intact = [f'{path} (step {step})' for path, step in self.last_saved.values() if osp.exists(path)]
+        intact = ', '.join(intact) if intact else 'nothing yet (no checkpoint was written before)'
+        if isinstance(error, DiskFullError):
+            fix = (f'free at least {format_bytes(error.needed or 0)} on that disk (or move {run_dir(self.opt)} '
+                   f'to another disk and pass --checkpoint_dir)')
+        else:
+            fix = 'fix the disk (or move the run folder to another disk and pass --checkpoint_dir)'
+        return (f'stopped: {error}. Intact: {intact}; no temporary file was left. To continue, {fix}, then run: '
+                f'{self.command_with(resume=True)}')
+
+    # ----------------------------------------------------------------------- steps
 
     def autocast(self):
         if not self.opt.amp:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def load_resume_state(self, path, state):
-        """Restore what ``save_resume_state`` wrote; returns the step to continue from."""
-        if state.get('stage') != self.opt.stage:
-            raise SystemExit(f'{path} is a {state.get("stage")} run; this command trains {self.opt.stage}.')
-        check_same_options(self.opt, osp.join(run_dir(self.opt), OPTIONS_FILE))
-        self.model.load_state_dict(state['model'])
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.scheduler.load_state_dict(state['scheduler'])
-        self.loader.load_state(state['data'][self.rank] if self.rank < len(state['data']) else state['data'][0])
-        set_rng_state(state['rng'], self.device)
-        self.log(f'resumed {path} at step {state["step"]}')
-        return state['step']
-
-    def save_resume_state(self, step):
-        """Resume state of every process (data positions are gathered from all ranks)."""
-        data_states = [self.loader.state()]
-        if self.world_size > 1:
-            data_states = [None] * self.world_size
-            dist.all_gather_object(data_states, self.loader.state())
-        if self.rank == 0:
-            atomic_torch_save({'stage': self.opt.stage, 'step': step, 'seed': self.opt.seed,
-                               'model': cpu_state_dict(self.model), 'optimizer': self.optimizer.state_dict(),
-                               'scheduler': self.scheduler.state_dict(), 'data': data_states,
-                               'rng': rng_state(self.device)}, osp.join(run_dir(self.opt), RESUME_FILE))
-
-    def save_model(self, file_name):
-        if self.rank == 0:
-            save_checkpoint(self.model, osp.join(run_dir(self.opt), file_name))
-
     def train_step(self, step):
         inputs = to_device(self.loader.next_batch(), self.device, self.memory_format)
         with self.autocast():
             out = self.run_stage(self.forward, inputs)
             loss, terms = self.criterion(inputs, out)
-        if not torch.isfinite(loss):
-            self.stop_on_bad_loss(step, loss, inputs)
+        self.stop_if_not_finite(step, loss, out, inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         return inputs, out, terms
 
-    def stop_on_bad_loss(self, step, loss, inputs):
+    def stop_if_not_finite(self, step, loss, out, inputs):
+        """Before the update: a non-finite loss or warp grid on any process stops all of them at this step
+        (a process that skipped backward alone would leave the others waiting in the gradient all-reduce).
+        The grid is checked too: grid_sample's forward turns NaN coordinates into finite values, and its
+        backward then crashes the process (SIGSEGV on the CPU, torch 2.14)."""
+        finite = (torch.isfinite(loss.detach()) & finite_grid(out)).to(torch.int32)
+        all_finite = finite.clone()
+        if self.world_size > 1:
+            dist.all_reduce(all_finite, op=dist.ReduceOp.MIN)
+        if all_finite.item():
+            return
+        self.agree(None if finite.item() else self.bad_loss_message(step, loss, out, inputs))
+
+    def bad_loss_message(self, step, loss, out, inputs):
         pairs = ', '.join(f'{p} + {c}' for p, c in zip(inputs['im_name'], inputs['c_name']))
-        last = osp.join(run_dir(self.opt), RESUME_FILE)
-        raise SystemExit(f'step {step + 1}: the loss is {loss.item()} (not finite); training stopped before the '
-                         f'weights were updated. Batch: {pairs}. The last good checkpoint is kept '
-                         f'({last if osp.exists(last) else "none written yet"}); check these images, or '
-                         f'lower --lr, then continue with --resume.')
+        where = f' on process {self.rank}' if self.world_size > 1 else ''
+        what = f'the loss is {loss.item()}' + ('' if finite_grid(out) else ' and the warp grid')
+        last = self.last_saved.get('resume', (None,))[0] or (resume_path(self.opt) if self.opt.resume is not None
+                                                             else None)
+        return (f'step {step + 1}: {what}{where} (not finite); training stopped before the weights were '
+                f'updated. Batch: {pairs}. The last good checkpoint is kept ({last or "none written yet"}); '
+                f'check these images, or lower --lr, then continue with --resume.')
 
     def log_step(self, step, terms, inputs, out, seconds_per_step):
         values = {k: v.item() for k, v in terms.items()}
@@ -489,15 +709,14 @@ class Trainer:
                     self.log_step(step, terms, inputs, out, (now - tick) / (step + 1 - tick_step))
                     tick, tick_step = now, step + 1
                 if (step + 1) % opt.save_count == 0:
-                    self.save_model('step_%06d.pth' % (step + 1))
-                    self.save_resume_state(step + 1)
+                    self.save(step + 1, 'step_%06d.pth' % (step + 1))
                 if self.stop_requested(stop):
-                    self.save_resume_state(step + 1)
+                    self.save(step + 1)
                     self.log(f'{stop.signal_name}: saved {osp.join(run_dir(opt), RESUME_FILE)} at step {step + 1}; '
                              f'continue with the same command plus --resume.')
                     return 1
-        self.save_model(final_name)
-        self.save_resume_state(total)
+        saved_at_total = total % opt.save_count == 0 and total > self.start_step
+        self.save(total, final_name, resume=not saved_at_total)   # one resume state per step, so .prev is older
         if self.world_size > 1:
             self.log(f'processes in sync: largest parameter difference between ranks {self.rank_divergence():.3g}')
         self.log(f'finished: {osp.join(run_dir(opt), final_name)}')
@@ -526,7 +745,9 @@ class Trainer:
     def close(self):
         if self.board is not None:
             self.board.close()
-        if self.world_size > 1:
+        if self.lock is not None:
+            self.lock.release()
+        if self.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -534,7 +755,7 @@ def main(argv=None):
     opt = get_opt(argv)
     if opt.check_data:
         return check_only(opt)
-    trainer = Trainer(opt)
+    trainer = Trainer(opt, argv)
     try:
         return trainer.train()
     finally:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from cp_dataset import file_in
 from networks import atomic_write
 
 
@@ -58,7 +59,8 @@ def save_image_atomic(image, path):
 
 def save_images(img_tensors, img_names, save_dir):
     """Save each [C,H,W] tensor in [-1,1] of the batch as ``save_dir/<name>`` (format from the extension;
-    JPEG at Pillow's default quality 75, as the original)."""
+    JPEG at Pillow's default quality 75, as the original). The names come from a pairs file: file_in
+    keeps every file in ``save_dir``."""
     os.makedirs(save_dir, exist_ok=True)
     for img_tensor, img_name in zip(img_tensors, img_names):
-        save_image_atomic(Image.fromarray(tensor_to_uint8_image(img_tensor)), osp.join(save_dir, img_name))
+        save_image_atomic(Image.fromarray(tensor_to_uint8_image(img_tensor)), file_in(save_dir, img_name))

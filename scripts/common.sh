@@ -34,7 +34,11 @@ COMMON_ARGS=(--dataroot "$DATAROOT" --tensorboard_dir "$TENSORBOARD_DIR" --worke
 run_logged() {
     local step_name="$1"; shift
     mkdir -p "$LOG_DIR"
-    local log_file="$LOG_DIR/$step_name-$(date +%Y%m%d-%H%M%S).log"
+    local stem="$LOG_DIR/$step_name-$(date +%Y%m%d-%H%M%S)" n=1
+    local log_file="$stem.log"
+    while [ -e "$log_file" ]; do   # two runs in one second (step 2 tests two lists): never overwrite a log
+        n=$((n + 1)); log_file="$stem-$n.log"
+    done
     echo "[$step_name] $*" | tee "$log_file"
     "$@" 2>&1 | tee -a "$log_file"
 }
@@ -53,7 +57,9 @@ place_results() {
         mv "$dst" "$backup"
         echo "note: $dst already existed; moved it to $backup"
     fi
-    mkdir -p "$(dirname "$dst")"
-    cp -r "$src" "$dst"
+    mkdir -p "$dst"
+    # "$src/." copies the files into $dst; "cp -r $src $dst" would nest them in $dst/<name>/ when $dst
+    # already exists (empty). test.py names them by pair keys, which never hold a folder.
+    cp -r "$src/." "$dst"
     echo "placed $(ls "$dst" | wc -l) files: $src -> $dst"
 }

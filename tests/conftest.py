@@ -10,6 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 REFERENCE = SHARED / 'reference'
 VITON_SAMPLES = SHARED / 'viton_samples'
+# Outputs of the original CP-VTON networks, in the repository (a copy of reference/parity_compact).
+COMPACT_PARITY = REPO / 'tests' / 'fixtures' / 'parity'
 
 sys.path.insert(0, str(REPO))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import benchmark
-from conftest import REFERENCE, require
+from conftest import COMPACT_PARITY
 from cp_dataset import draw_pose_maps
 from networks import TpsGridGen
 
@@ -20,8 +20,8 @@ def test_original_tps_equals_the_fast_one(height, width, grid_size):
     torch.testing.assert_close(original, TpsGridGen(height, width, grid_size)(theta), atol=1e-5, rtol=0)
 
 
-def test_original_tps_matches_the_reference_fixture():
-    io = torch.load(require(REFERENCE / 'parity' / 'tps_io.pt'), weights_only=True)
+def test_original_tps_parity():
+    io = torch.load(COMPACT_PARITY / 'tps_io.pt', weights_only=True)
     torch.testing.assert_close(benchmark.OriginalTpsGridGen(256, 192, 5)(io['theta']), io['grid'],
                                atol=5e-5, rtol=0)
 

@@ -74,8 +74,8 @@ def make_dataset(root):
         draw_person(data / 'image' / person, data / 'image-parse' / f'{stem}.png', shift=4 * index)
         write_pose(data / 'pose' / f'{stem}_keypoints.json', [(x + 4 * index if x else 0, y) for x, y in KEYPOINTS])
         draw_cloth(data / 'cloth' / cloth, data / 'cloth-mask' / cloth, colour=(200, 40 + 90 * index, 60))
-        # TOM's warps: the first pair's named by its pair key, the second's by the cloth as the original did.
-        warp_name = pair_key(person, cloth) if index == 0 else cloth
+        # TOM's warps, named by the pair key as test.py names them (cloth-named folders: tests/test_pair_names.py).
+        warp_name = pair_key(person, cloth)
         draw_cloth(data / 'warp-cloth' / warp_name, data / 'warp-mask' / warp_name, colour=(40, 90, 200))
     (root / 'train_pairs.txt').write_text(''.join(f'{person} {cloth}\n' for person, cloth in PAIRS))
 
@@ -235,7 +235,8 @@ CASES = [
     Case('17 keypoints', lambda root: rewrite_pose(root / pose(), lambda points: np.delete(points, 1, axis=0)),
          [('wrong keypoint count', pose())], ('has 17 keypoints', '--model_pose COCO')),
     Case('TOM without warp-cloth', remove(f'train/warp-cloth/{pair_key(*PAIRS[0])}'),
-         [('missing warp-cloth file', 'train/warp-cloth/000001_1.jpg')], ('run test.py --stage GMM',), stage='TOM'),
+         [('missing warp-cloth file', f'train/warp-cloth/{pair_key(*PAIRS[0])}')], ('run test.py --stage GMM',),
+         stage='TOM'),
     # fixed on load, with a warning
     Case('person image twice the size', lambda root: (rewrite_image(root / person(), doubled),
                                                       rewrite_pose(root / pose(), lambda points: points * [2, 2, 1])),

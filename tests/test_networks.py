@@ -1,14 +1,62 @@
-"""GMM and TOM are the original networks: state-dict layout, outputs, checkpoints, devices."""
+"""GMM and TOM are the original networks: state-dict layout, outputs, checkpoints, devices.
+
+The parity tests compare with outputs of the original CP-VTON networks. They always run on the
+compact fixtures in tests/fixtures/parity/ (a copy of ../shared/reference/parity_compact/, made by
+running the original code; see README "Checking parity yourself"), and again on the larger
+../shared/reference/parity/ set where it is present.
+"""
 from collections import OrderedDict
 
 import pytest
 import torch
 
-from conftest import REFERENCE, make_opt, require
+from conftest import COMPACT_PARITY, REFERENCE, make_opt, require
 from networks import (GMM, CheckpointError, TpsGridGen, build_tom, load_checkpoint, save_checkpoint, select_device,
                       tom_tryon, warp, warp_cloth)
 
-PARITY = REFERENCE / 'parity'
+SHARED_PARITY = REFERENCE / 'parity'
+PARITY_SETS = ('compact', 'shared')
+# The tolerances the reference README suggests (float32 vs float64 of the original differ by about a tenth).
+ATOL = {'theta': 1e-4, 'grid': 1e-4, 'tps.grid': 5e-5, 'warped_cloth': 1e-3, 'warped_mask': 1e-2,
+        'tom': 1e-4}
+
+
+def from_codes(codes):
+    """The compact fixtures store inputs as uint8 codes of the float32 input: x = codes / 127.5 - 1."""
+    return codes.float() / 127.5 - 1
+
+
+def parity_dir(which):
+    return COMPACT_PARITY if which == 'compact' else require(SHARED_PARITY)
+
+
+def gmm_parity_io(which):
+    """{'agnostic', 'cloth', 'cloth_mask', 'grid', 'theta', 'warped_cloth', 'warped_mask'} as float tensors."""
+    io = torch.load(parity_dir(which) / 'gmm_io.pt', weights_only=True)
+    if which == 'compact':
+        io = {**io, 'agnostic': from_codes(io['agnostic_codes']), 'cloth': from_codes(io['cloth_codes']),
+              'cloth_mask': io['cloth_mask'].float()}
+    return io
+
+
+def tom_parity_io(which):
+    """{'input', 'output', 'p_tryon', ...}: the shared set also holds p_rendered and m_composite."""
+    io = torch.load(parity_dir(which) / 'tom_io.pt', weights_only=True)
+    if which == 'compact':
+        io = {**io, 'input': from_codes(io['input_codes'])}
+    return io
+
+
+def parity_gmm(which):
+    model = GMM(make_opt())
+    model.load_state_dict(torch.load(parity_dir(which) / 'gmm_weights.pth', weights_only=True))
+    return model.eval()
+
+
+def parity_tom(which):
+    model = build_tom()
+    model.load_state_dict(torch.load(parity_dir(which) / 'tom_weights.pth', weights_only=True))
+    return model.eval()
 
 
 def layout(model):
@@ -26,32 +74,37 @@ def test_state_dict_layout_is_the_original(name, build):
     assert layout(build()) == reference_layout(name)
 
 
+def test_parity_weights_load_strictly_in_the_original_layout():
+    """The compact fixtures' weights are original-code state dicts: every key and shape, strictly."""
+    for name, build in (('gmm', lambda: GMM(make_opt())), ('tom', build_tom)):
+        state = torch.load(COMPACT_PARITY / f'{name}_weights.pth', weights_only=True)
+        model = build()
+        assert list(state) == list(model.state_dict()), name
+        model.load_state_dict(state, strict=True)
+
+
 def test_tps_constants_are_not_in_the_state_dict():
     assert not any(k.startswith('gridGen') for k in GMM(make_opt()).state_dict())
 
 
-def load_gmm_fixture():
-    model = GMM(make_opt())
-    model.load_state_dict(torch.load(require(PARITY / 'gmm_weights.pth'), weights_only=True))
-    return model.eval(), torch.load(PARITY / 'gmm_io.pt', weights_only=True)
-
-
-def test_gmm_outputs_match_the_original():
-    model, io = load_gmm_fixture()
+@pytest.mark.parametrize('which', PARITY_SETS)
+def test_gmm_parity(which):
+    model, io = parity_gmm(which), gmm_parity_io(which)
     with torch.no_grad():
         grid, theta = model(io['agnostic'], io['cloth'])
         warped_cloth, warped_mask = warp_cloth(io['cloth'], io['cloth_mask'], grid)
-    torch.testing.assert_close(theta, io['theta'], atol=1e-4, rtol=0)
-    torch.testing.assert_close(grid, io['grid'], atol=1e-4, rtol=0)
-    torch.testing.assert_close(warped_cloth, io['warped_cloth'], atol=1e-3, rtol=0)
-    torch.testing.assert_close(warped_mask, io['warped_mask'], atol=1e-2, rtol=0)
+    for value, key in ((theta, 'theta'), (grid, 'grid'), (warped_cloth, 'warped_cloth'),
+                       (warped_mask, 'warped_mask')):
+        torch.testing.assert_close(value, io[key], atol=ATOL[key], rtol=0, msg=key)
     # The warp itself, on the stored grid, is exact (same torch build).
     assert torch.equal(warp(io['cloth'], io['grid'], 'border'), io['warped_cloth'])
 
 
-def test_tps_grid_matches_the_original():
-    io = torch.load(require(PARITY / 'tps_io.pt'), weights_only=True)
-    torch.testing.assert_close(TpsGridGen(256, 192, grid_size=5)(io['theta']), io['grid'], atol=5e-5, rtol=0)
+@pytest.mark.parametrize('which', PARITY_SETS)
+def test_tps_parity(which):
+    io = torch.load(parity_dir(which) / 'tps_io.pt', weights_only=True)
+    torch.testing.assert_close(TpsGridGen(256, 192, grid_size=5)(io['theta']), io['grid'],
+                               atol=ATOL['tps.grid'], rtol=0)
 
 
 def test_tps_of_zero_offsets_is_the_identity_grid():
@@ -60,28 +113,29 @@ def test_tps_of_zero_offsets_is_the_identity_grid():
     torch.testing.assert_close(grid[0], torch.stack([xs, ys], -1), atol=1e-5, rtol=0)
 
 
-def test_tom_outputs_match_the_original():
-    model = build_tom()
-    model.load_state_dict(torch.load(require(PARITY / 'tom_weights.pth'), weights_only=True))
-    io = torch.load(PARITY / 'tom_io.pt', weights_only=True)
+@pytest.mark.parametrize('which', PARITY_SETS)
+def test_tom_parity(which):
+    model, io = parity_tom(which), tom_parity_io(which)
     with torch.no_grad():
-        output = model.eval()(io['input'])
+        output = model(io['input'])
         p_rendered, m_composite, p_tryon = tom_tryon(output, io['input'][:, 22:25])
-    for value, key in ((output, 'output'), (p_rendered, 'p_rendered'), (m_composite, 'm_composite'),
-                       (p_tryon, 'p_tryon')):
-        torch.testing.assert_close(value, io[key], atol=1e-4, rtol=0, msg=key)
+    results = {'output': output, 'p_rendered': p_rendered, 'm_composite': m_composite, 'p_tryon': p_tryon}
+    compared = [key for key in results if key in io]
+    assert {'output', 'p_tryon'} <= set(compared)
+    for key in compared:
+        torch.testing.assert_close(results[key], io[key], atol=ATOL['tom'], rtol=0, msg=key)
 
 
 def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
     """Checkpoints saved by torch 0.4.0 lack the BatchNorm counters."""
-    model, io = load_gmm_fixture()
-    old = OrderedDict((k, v) for k, v in torch.load(PARITY / 'gmm_weights.pth', weights_only=True).items()
+    io = gmm_parity_io('compact')
+    old = OrderedDict((k, v) for k, v in torch.load(COMPACT_PARITY / 'gmm_weights.pth', weights_only=True).items()
                       if not k.endswith('num_batches_tracked'))
     path = tmp_path / 'gmm_final.pth'
     torch.save(old, path)
     fresh = load_checkpoint(GMM(make_opt()), str(path), torch.device('cpu')).eval()
     with torch.no_grad():
-        torch.testing.assert_close(fresh(io['agnostic'], io['cloth'])[0], io['grid'], atol=1e-4, rtol=0)
+        torch.testing.assert_close(fresh(io['agnostic'], io['cloth'])[0], io['grid'], atol=ATOL['grid'], rtol=0)
 
 
 def test_saved_checkpoint_round_trips_in_the_original_layout(tmp_path):
@@ -131,19 +185,19 @@ def test_device_selection_follows_gpu_ids():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_parity_on_cuda():
-    model, io = load_gmm_fixture()
+    """The same networks on a GPU, float32 without TF32, within the CPU parity tolerances."""
     device = torch.device('cuda:0')
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+    io = gmm_parity_io('compact')
     with torch.no_grad():
-        grid, theta = model.to(device)(io['agnostic'].to(device), io['cloth'].to(device))
-    torch.testing.assert_close(grid.cpu(), io['grid'], atol=1e-4, rtol=0)
-    tom = build_tom()
-    tom.load_state_dict(torch.load(PARITY / 'tom_weights.pth', weights_only=True))
-    tom_io = torch.load(PARITY / 'tom_io.pt', weights_only=True)
+        grid, theta = parity_gmm('compact').to(device)(io['agnostic'].to(device), io['cloth'].to(device))
+    torch.testing.assert_close(theta.cpu(), io['theta'], atol=ATOL['theta'], rtol=0)
+    torch.testing.assert_close(grid.cpu(), io['grid'], atol=ATOL['grid'], rtol=0)
+    tom_io = tom_parity_io('compact')
     with torch.no_grad():
-        output = tom.to(device).eval()(tom_io['input'].to(device))
-    torch.testing.assert_close(output.cpu(), tom_io['output'], atol=1e-4, rtol=0)
+        output = parity_tom('compact').to(device)(tom_io['input'].to(device))
+    torch.testing.assert_close(output.cpu(), tom_io['output'], atol=ATOL['tom'], rtol=0)
 
 
 def test_tps_grid_stays_float32_under_autocast():

@@ -45,7 +45,8 @@ def pipeline(tmp_path_factory):
 def test_training_writes_the_original_checkpoint_files(pipeline):
     for name, final in (('gmm_train_new', 'gmm_final.pth'), ('tom_train_new', 'tom_final.pth')):
         files = sorted(p.name for p in (pipeline / 'checkpoints' / name).iterdir())
-        assert files == sorted([final, 'options.json', 'resume.pth', 'step_000002.pth', 'step_000004.pth'])
+        assert files == sorted([final, 'options.json', 'resume.pth', 'resume.prev.pth', 'step_000002.pth',
+                                'step_000004.pth', 'train.lock'])
 
 
 def test_results_are_written_for_every_test_pair(pipeline):
@@ -81,12 +82,26 @@ def test_step3_moves_existing_warps_aside(tmp_path):
     assert 'moved it to' in out
 
 
+def test_step3_fills_an_existing_empty_folder(tmp_path):
+    src, dst = tmp_path / 'src', tmp_path / 'dst'
+    src.mkdir(), dst.mkdir()
+    (src / 'a.jpg').write_bytes(b'new')
+    subprocess.run(['bash', '-c', f'source scripts/common.sh && place_results {src} {dst}'], cwd=REPO,
+                   capture_output=True, check=True)
+    assert [str(path.relative_to(dst)) for path in dst.rglob('*')] == ['a.jpg']   # not dst/src/a.jpg
+
+
 def test_each_step_logs_to_a_file(pipeline):
     logs = sorted(p.name for p in (pipeline / 'logs').iterdir())
     for step in ('step1-train-gmm', 'step2-test-gmm', 'step3-generate-tom-data', 'step4-train-tom', 'step5-test-tom'):
         assert any(name.startswith(step) for name in logs), step
     gmm_log = next((pipeline / 'logs').glob('step1-train-gmm-*.log')).read_text()
     assert 'step:        2, time: ' in gmm_log and 'eta' in gmm_log
+    for log in (pipeline / 'logs').glob('step[235]-*.log'):   # test.py's progress: plain lines, no tqdm frames
+        assert '\r' not in log.read_text(), log.name
+    test_logs = sorted(log.read_text() for log in (pipeline / 'logs').glob('step2-test-gmm-*.log'))
+    assert len(test_logs) == 2                                  # one per test list, none overwritten
+    assert [log.count('test GMM: 3/3 batches, ') + log.count('test GMM: 2/2 batches, ') for log in test_logs] == [1, 1]
 
 
 def read_events(run_dir):
