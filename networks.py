@@ -535,6 +535,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used for this model, with a message naming the file."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that is truncated or corrupt (a bad copy, a failing disk)."""
+
+
 def damaged_member(checkpoint_path):
     """The first entry of a torch zip checkpoint whose CRC-32 does not match (None: all match). torch.load
     itself does not check them, so a flipped bit from a bad copy would load silently. Legacy (torch < 1.6,
@@ -554,9 +558,9 @@ def read_checkpoint(checkpoint_path, device='cpu'):
     try:
         damaged = damaged_member(checkpoint_path)
     except (zipfile.BadZipFile, OSError) as error:
-        raise CheckpointError(f'{checkpoint_path} is damaged: {error}') from None
+        raise DamagedCheckpointError(f'{checkpoint_path} is damaged: {error}') from None
     if damaged:
-        raise CheckpointError(f'{checkpoint_path} is damaged: its part {damaged!r} fails its checksum '
+        raise DamagedCheckpointError(f'{checkpoint_path} is damaged: its part {damaged!r} fails its checksum '
                               f'(a bad copy or a failing disk)')
     try:
         return torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -568,7 +572,7 @@ def read_checkpoint(checkpoint_path, device='cpu'):
     except (RuntimeError, EOFError, OSError) as error:
         size = osp.getsize(checkpoint_path)
         detail = str(error).split('. ')[0] if str(error) else type(error).__name__
-        raise CheckpointError(f'{checkpoint_path} is truncated or corrupt ({format_bytes(size)}; torch.load: '
+        raise DamagedCheckpointError(f'{checkpoint_path} is truncated or corrupt ({format_bytes(size)}; torch.load: '
                               f'{detail})') from None
 
 

@@ -9,6 +9,7 @@ resumed run may make.
     resume_option_changes(recorded, current)  (refused, allowed) option changes of a resumed run
 """
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -42,9 +43,10 @@ def lock_holder_description(text):
 
 
 class RunLock:
-    """An exclusive flock on <folder>/train.lock for the life of the process. The OS drops it when the
+    """An exclusive lock on <folder>/train.lock for the life of the process. The OS drops it when the
     process ends in any way (also kill -9), so a lock left by a dead run never blocks; the file stays,
-    holding the last holder's details. Needs a file system with working flock (local disks, NFSv4)."""
+    holding the last holder's details. A POSIX record lock (lockf), not flock: DataLoader workers forked
+    from the run do not inherit it, so it goes with the run itself, and it works on NFS too."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -55,8 +57,11 @@ class RunLock:
         os.makedirs(self.folder, exist_ok=True)
         lock_file = open(self.path, 'a+')   # not 'w': truncating would erase the holder's details
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):   # the two ways lockf says 'held'
+                lock_file.close()
+                raise
             lock_file.seek(0)
             holder = lock_holder_description(lock_file.read())
             lock_file.close()
@@ -74,7 +79,7 @@ class RunLock:
 
     def release(self):
         if self.file is not None:
-            self.file.close()   # closing drops the flock
+            self.file.close()   # closing drops the lock
             self.file = None
 
 
@@ -102,6 +107,11 @@ def disk_space_warning(folder, checkpoint_bytes, resume_bytes, start_step, total
 
 
 # --------------------------------------------------------------------------- intact files
+
+def step_of(path):
+    """The step of a step_XXXXXX.pth file."""
+    return int(STEP_CHECKPOINT.search(path).group(1))
+
 
 def step_checkpoints(folder):
     """The folder's step_XXXXXX.pth files, newest step first."""
@@ -155,8 +165,9 @@ def command_with(script, argv, **flags):
 # Options that say where and how fast a run goes, not what it computes: a resumed run may change them.
 # (--dataroot may move: the pairs list itself is compared through its checksum, data_list_sha256.)
 RESUME_MAY_CHANGE = ('name', 'gpu_ids', 'workers', 'dataroot', 'tensorboard_dir', 'checkpoint_dir', 'display_count',
-                     'save_count', 'compile', 'cudnn_benchmark', 'channels_last', 'vgg_weights', 'check_data',
-                     'resume', 'torch_version')
+                     'save_count', 'compile', 'cudnn_benchmark', 'channels_last', 'vgg_weights', 'torch_version')
+# Options that say how this command was started, not what the run is: not compared.
+RESUME_NOT_COMPARED = ('resume', 'check_data')
 # Options with their own rule below.
 RESUME_RULED = ('lr', 'lr_policy', 'keep_step', 'decay_step', 'batch_size', 'world_size', 'seed')
 
@@ -177,7 +188,7 @@ def resume_option_changes(recorded, current, step, lr_lambda_for):
     refused."""
     refused, allowed = [], []
     for name in sorted(set(recorded) & set(current)):
-        if name in RESUME_RULED or recorded[name] == current[name]:
+        if name in RESUME_RULED or name in RESUME_NOT_COMPARED or recorded[name] == current[name]:
             continue
         change = f'--{name} {recorded[name]!r} -> {current[name]!r}'
         (allowed if name in RESUME_MAY_CHANGE else refused).append(change)

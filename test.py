@@ -20,7 +20,7 @@ from tensorboardX import SummaryWriter
 import flags
 from cp_dataset import CPDataLoader, CPDataset, pair_key
 from data_check import check_only, check_or_exit
-from networks import CheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
+from networks import CheckpointError, DamagedCheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
 from runs import command_with, intact_step_checkpoint_beside
 from progress import progress
 from train import (MODEL_OPTIONS, OPTIONS_FILE, STAGES, add_model_arguments, add_tf32_argument, build_model,
@@ -137,7 +137,8 @@ def main(argv=None):
     try:
         test(opt)
     except CheckpointError as error:
-        raise SystemExit(f'error: {error}{intact_alternative(opt, argv)}') from None
+        alternative = intact_alternative(opt, argv) if isinstance(error, DamagedCheckpointError) else ''
+        raise SystemExit(f'error: {error}{alternative}') from None
     except DiskFullError as error:
         raise SystemExit(f'error: {error}. The results written before it are complete (each file is written '
                          f'whole or not at all); free space or pass another --result_dir, then run again.') from None

@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,14 +29,14 @@ import torch.nn as nn
 from tensorboardX import SummaryWriter
 
 import flags
-from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset
+from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset, DataError
 from data_check import check_only, check_or_exit
 from networks import (GMM, TOM_INPUT_CHANNELS, CheckpointError, DiskFullError, atomic_write, build_tom,
                       build_vgg_loss, cpu_state_dict, durable_writer, format_bytes, grid_interval_consistency,
                       load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32,
                       tom_tryon, unwrap_model, warp, warp_cloth)
 from runs import (RunFolderError, RunLock, command_with, disk_space_warning, newest_intact, resume_option_changes,
-                  step_checkpoints)
+                  step_checkpoints, step_of)
 from visualization import board_add_images
 
 RESUME_FILE = 'resume.pth'
@@ -415,7 +416,7 @@ class Trainer:
         if state is not None:
             opt.seed = state['seed']   # the data order depends on it
         elif opt.seed is None:
-            opt.seed = int(time.time()) % 100000
+            opt.seed = self.one_value(int(time.time()) % 100000)   # drawn once: every process shards one order
         # Every process builds the same model and (with --vgg_init random) the same loss network; each
         # then draws its own random numbers (seed + rank) from the first step on.
         torch.manual_seed(opt.seed)
@@ -429,11 +430,11 @@ class Trainer:
         self.log(describe_options(opt))
         self.all_or_none(lambda: self.record_options(state, given_seed))
 
-        # Every rank checks (deterministically), so all stop together on bad data.
-        check_or_exit(opt, self.log)
-        self.dataset = CPDataset(opt)
-        self.loader = CPDataLoader(opt, self.dataset, rank=self.rank, world_size=self.world_size,
-                                   pin_memory=self.device.type == 'cuda', log=self.log)
+        self.all_or_none(lambda: check_or_exit(opt, self.log))
+        self.dataset = self.all_or_none(lambda: CPDataset(opt))
+        self.loader = self.all_or_none(lambda: CPDataLoader(opt, self.dataset, rank=self.rank,
+                                                            world_size=self.world_size,
+                                                            pin_memory=self.device.type == 'cuda', log=self.log))
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
 
         model = build_model(opt)
@@ -444,15 +445,15 @@ class Trainer:
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr, betas=(0.5, 0.999))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=lr_lambda_for(opt))
-        self.criterion = (GMMLoss(opt.gic_weight) if opt.stage == 'GMM'
-                          else TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log),
-                                       opt.tom_mask_target)).to(self.device)
+        self.criterion = self.all_or_none(lambda: GMMLoss(opt.gic_weight) if opt.stage == 'GMM' else TOMLoss(
+            build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log), opt.tom_mask_target)).to(self.device)
         self.criterion = self.criterion.to(memory_format=self.memory_format)
         if self.rank:
             torch.manual_seed(opt.seed + self.rank)
             random.seed(opt.seed + self.rank)
+        self.last_saved = {}           # 'model'/'resume' -> (path, step): the newest intact files (rank 0)
+        self.resume_file_intact = False   # whether <run>/resume.pth is known to be whole (read or written)
         self.start_step = self.restore(state) if state is not None else 0
-        self.last_saved = {}   # file kind -> (path, step) of the newest file this run wrote
         if self.rank == 0:
             self.warn_if_disk_too_small()
 
@@ -482,13 +483,25 @@ class Trainer:
             raise SystemExit(first if self.rank == 0 else 1)
 
     def all_or_none(self, attempt):
-        """``attempt()`` on every process; a user-facing failure on any one stops all of them."""
+        """``attempt()`` on every process; a failure on any one stops all of them (a user's error with its
+        message; anything else also with its traceback, printed by the process it happened in)."""
         try:
             result, problem = attempt(), None
-        except (SystemExit, RunFolderError, CheckpointError, OSError) as error:
+        except (SystemExit, RunFolderError, CheckpointError, DataError, OSError) as error:
             result, problem = None, str(error) or type(error).__name__
+        except Exception as error:
+            traceback.print_exc()
+            result, problem = None, f'process {self.rank}: {type(error).__name__}: {error} (traceback above)'
         self.agree(problem)
         return result
+
+    def one_value(self, value):
+        """Rank 0's ``value``, on every process."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     # ----------------------------------------------------------------------- run folder and resume state
 
@@ -503,12 +516,7 @@ class Trainer:
 
     def resume_state(self):
         """Rank 0 reads the resume state and hands it to the others: only its machine needs the run folder."""
-        state = self.all_or_none(self.read_resume_state if self.rank == 0 else lambda: None)
-        if self.world_size > 1:
-            box = [state]
-            dist.broadcast_object_list(box, src=0)
-            state = box[0]
-        return state
+        return self.one_value(self.all_or_none(self.read_resume_state if self.rank == 0 else lambda: None))
 
     def read_resume_state(self):
         path = resume_path(self.opt)
@@ -572,6 +580,10 @@ class Trainer:
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         self.loader.load_state(data_position(state))
+        # The schedule of this command (resume_option_changes allowed it) from this step on.
+        self.scheduler.base_lrs = [self.opt.lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.opt.lr * lr_lambda_for(self.opt)(state['step'])
         saved = rng_states(state)
         if self.rank < len(saved):
             set_rng_state(saved[self.rank], self.device)
@@ -579,6 +591,12 @@ class Trainer:
             print(f'process {self.rank}: the resume state holds the random state of {len(saved)} process(es); '
                   f'this one keeps its fresh seed {self.opt.seed + self.rank}', flush=True)
         self.log(f'resumed {resume_path(self.opt)} at step {state["step"]}')
+        path = resume_path(self.opt)
+        self.last_saved['resume'] = (path, state['step'])
+        self.resume_file_intact = osp.abspath(path) == osp.abspath(osp.join(run_dir(self.opt), RESUME_FILE))
+        newest = step_checkpoints(run_dir(self.opt))
+        if newest:
+            self.last_saved['model'] = (newest[0], step_of(newest[0]))
         return state['step']
 
     def warn_if_disk_too_small(self):
@@ -609,6 +627,9 @@ class Trainer:
                     self.save_resume_state(step, rng)
             except OSError as error:
                 problem = self.failed_save_message(error)
+            except Exception as error:
+                traceback.print_exc()
+                problem = f'stopped: saving at step {step} failed: {type(error).__name__}: {error} (traceback above)'
         self.agree(problem)
 
     def save_resume_state(self, step, rng):
@@ -617,10 +638,12 @@ class Trainer:
                            'model': cpu_state_dict(self.model), 'optimizer': self.optimizer.state_dict(),
                            'scheduler': self.scheduler.state_dict(), 'data': self.loader.state(), 'rng': rng,
                            'options': recorded_options(self.opt, self.world_size)})
-        # The previous state is kept as resume.prev.pth: a resume.pth damaged later still leaves one.
-        atomic_write(path, durable_writer(data), size=len(data),
-                     keep_previous=osp.join(run_dir(self.opt), PREVIOUS_RESUME_FILE))
+        # The previous state is kept as resume.prev.pth, so a resume.pth damaged later still leaves one; but
+        # a resume.pth not known to be whole (the run resumed from resume.prev.pth) must not replace it.
+        previous = osp.join(run_dir(self.opt), PREVIOUS_RESUME_FILE) if self.resume_file_intact else None
+        atomic_write(path, durable_writer(data), size=len(data), keep_previous=previous)
         self.last_saved['resume'] = (path, step)
+        self.resume_file_intact = True
 
     def failed_save_message(self, error):
         """One line: what failed, what is intact, and how to continue."""
@@ -631,8 +654,14 @@ class Trainer:
                    f'to another disk and pass --checkpoint_dir)')
         else:
             fix = 'fix the disk (or move the run folder to another disk and pass --checkpoint_dir)'
+        if 'resume' not in self.last_saved:
+            return (f'stopped: {error}. Intact: {intact}; no temporary file was left. No resume state was '
+                    f'written yet: {fix}, then start the run again (delete {run_dir(self.opt)} first, or pass '
+                    f'another --name)')
+        resume = self.last_saved['resume'][0]
+        resume = True if osp.abspath(resume) == osp.abspath(osp.join(run_dir(self.opt), RESUME_FILE)) else resume
         return (f'stopped: {error}. Intact: {intact}; no temporary file was left. To continue, {fix}, then run: '
-                f'{self.command_with(resume=True)}')
+                f'{self.command_with(resume=resume)}')
 
     # ----------------------------------------------------------------------- steps
 
@@ -670,11 +699,12 @@ class Trainer:
         pairs = ', '.join(f'{p} + {c}' for p, c in zip(inputs['im_name'], inputs['c_name']))
         where = f' on process {self.rank}' if self.world_size > 1 else ''
         what = f'the loss is {loss.item()}' + ('' if finite_grid(out) else ' and the warp grid')
-        last = self.last_saved.get('resume', (None,))[0] or (resume_path(self.opt) if self.opt.resume is not None
-                                                             else None)
+        last = self.last_saved.get('resume', (None,))[0]
+        then = (f'The last good checkpoint is kept ({last}); check these images, or lower --lr, then continue '
+                f'with --resume.' if last else
+                'No resume state was written yet; check these images, or lower --lr, then start the run again.')
         return (f'step {step + 1}: {what}{where} (not finite); training stopped before the weights were '
-                f'updated. Batch: {pairs}. The last good checkpoint is kept ({last or "none written yet"}); '
-                f'check these images, or lower --lr, then continue with --resume.')
+                f'updated. Batch: {pairs}. {then}')
 
     def log_step(self, step, terms, inputs, out, seconds_per_step):
         values = {k: v.item() for k, v in terms.items()}
@@ -711,12 +741,14 @@ class Trainer:
                 if (step + 1) % opt.save_count == 0:
                     self.save(step + 1, 'step_%06d.pth' % (step + 1))
                 if self.stop_requested(stop):
-                    self.save(step + 1)
+                    if (step + 1) % opt.save_count:   # else saved just above: one resume state per step
+                        self.save(step + 1)
                     self.log(f'{stop.signal_name}: saved {osp.join(run_dir(opt), RESUME_FILE)} at step {step + 1}; '
                              f'continue with the same command plus --resume.')
                     return 1
-        saved_at_total = total % opt.save_count == 0 and total > self.start_step
-        self.save(total, final_name, resume=not saved_at_total)   # one resume state per step, so .prev is older
+        # One resume state per step (so resume.prev.pth stays an older one): none when it was saved just above,
+        # or when the run was resumed at its end.
+        self.save(total, final_name, resume=total > self.start_step and total % opt.save_count != 0)
         if self.world_size > 1:
             self.log(f'processes in sync: largest parameter difference between ranks {self.rank_divergence():.3g}')
         self.log(f'finished: {osp.join(run_dir(opt), final_name)}')

@@ -71,6 +71,7 @@ def wait_for_text(process, text, timeout=240):
 def test_a_second_process_on_the_same_run_is_refused_and_a_killed_ones_lock_does_not_block(dataroot, tmp_path):
     checkpoints = tmp_path / 'checkpoints'
     args = run_args(dataroot, checkpoints, 'run', 1000, 0)
+    args[args.index('--workers') + 1] = '1'       # a forked loader worker outlives a killed run for a while
     first = subprocess.Popen([sys.executable, 'train.py', *args], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
@@ -178,6 +179,8 @@ def test_a_damaged_resume_state_names_the_intact_previous_one_and_its_command(fi
     assert f'The previous resume state {finished_run.dir / "resume.prev.pth"} (step 2) is intact' in message
     assert train.main(suggested_argv(message)) == 0                    # continues from step 2 to the end
     assert torch.load(finished_run.dir / 'resume.pth', weights_only=True)['step'] == 4
+    # The damaged file did not replace the intact state it was recovered from.
+    assert torch.load(finished_run.dir / 'resume.prev.pth', weights_only=True)['step'] == 2
 
 
 def test_without_an_intact_resume_state_the_newest_intact_step_checkpoint_is_named(finished_run):
@@ -354,3 +357,13 @@ def share_differing(a, b, atol=1e-4):
     """The share of the weights of state dicts a and b that differ by more than ``atol``."""
     differing = sum((a[k] - b[k]).abs().gt(atol).sum().item() for k in a)
     return differing / sum(v.numel() for v in a.values())
+
+
+def test_resume_states_of_the_earlier_format_give_the_global_position():
+    """Earlier versions saved a per-process sample count and rank 0's random state only."""
+    rng = {'torch': torch.get_rng_state(), 'python': None}
+    old = {'data': [{'epoch': 3, 'samples_done': 4}, {'epoch': 3, 'samples_done': 4}], 'rng': rng}
+    assert train.data_position(old) == {'epoch': 3, 'position': 8}        # 2 processes x 4 samples each
+    assert train.rng_states(old) == [rng]
+    new = {'data': {'epoch': 3, 'position': 8}, 'rng': [rng, rng]}
+    assert train.data_position(new) == {'epoch': 3, 'position': 8} and len(train.rng_states(new)) == 2
