@@ -549,6 +549,16 @@ def damaged_member(checkpoint_path):
         return archive.testzip()
 
 
+def unpickler_reason(error):
+    """What a weights_only UnpicklingError says was wrong, e.g. 'Unsupported global: GLOBAL builtins.open ...'
+    (code the file would run) or 'Unsupported operand 103' (bytes that are no pickle)."""
+    text = str(error)
+    marker = 'WeightsUnpickler error:'
+    after = text.split(marker, 1)[1] if marker in text else text
+    lines = [line.strip() for line in after.splitlines() if line.strip()]
+    return lines[0].split('. ')[0] if lines else type(error).__name__
+
+
 def read_checkpoint(checkpoint_path, device='cpu'):
     """Load a checkpoint file safely (weights_only=True: a pickle that would run code is refused) after
     checking its checksums; a truncated or damaged file is a CheckpointError naming what is wrong."""
@@ -565,10 +575,14 @@ def read_checkpoint(checkpoint_path, device='cpu'):
     try:
         return torch.load(checkpoint_path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
+        reason = unpickler_reason(error)
+        if 'GLOBAL' not in reason:   # not an object weights_only refused, but bytes that are no pickle at all
+            raise DamagedCheckpointError(f'{checkpoint_path} is not a torch checkpoint, or it is corrupt '
+                                         f'({format_bytes(osp.getsize(checkpoint_path))}; {reason})') from None
         raise CheckpointError(
             f'{checkpoint_path} was refused: it is not a plain tensor checkpoint (it contains Python objects '
             f'that would run code when loaded; nothing in it was executed). Only load checkpoints you trust '
-            f'and that hold state dicts. Details: {str(error).splitlines()[0]}') from None
+            f'and that hold state dicts. Details: {reason}') from None
     except (RuntimeError, EOFError, OSError) as error:
         size = osp.getsize(checkpoint_path)
         detail = str(error).split('. ')[0] if str(error) else type(error).__name__

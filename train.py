@@ -521,6 +521,9 @@ class Trainer:
     def read_resume_state(self):
         path = resume_path(self.opt)
         if not osp.isfile(path):
+            if not self.opt.resume and not step_checkpoints(run_dir(self.opt)):
+                raise SystemExit(f'--resume: {path} does not exist; nothing to resume. Start the run without '
+                                 f'--resume.')
             raise SystemExit(self.unreadable_resume_message(path, f'--resume: {path} does not exist'))
         try:
             state = read_checkpoint(path, torch.device('cpu'))

@@ -15,6 +15,7 @@ import torch
 import train
 from conftest import REPO
 from cp_dataset import ResumableSampler
+from networks import DamagedCheckpointError, read_checkpoint
 from runs import resume_option_changes
 from synthetic_data import generate_dataset
 
@@ -367,3 +368,20 @@ def test_resume_states_of_the_earlier_format_give_the_global_position():
     assert train.rng_states(old) == [rng]
     new = {'data': {'epoch': 3, 'position': 8}, 'rng': [rng, rng]}
     assert train.data_position(new) == {'epoch': 3, 'position': 8} and len(train.rng_states(new)) == 2
+
+
+@pytest.mark.parametrize('damage, phrase', [
+    (lambda path: path.write_bytes(b'garbage'), 'is not a torch checkpoint, or it is corrupt (7 bytes; '
+                                                'Unsupported operand 103)'),
+    (lambda path: path.write_bytes(b''), 'is truncated or corrupt (0 bytes; torch.load: EOFError)'),
+    (truncate, 'is truncated or corrupt'),
+    (flip_a_byte, 'fails its checksum'),
+])
+def test_every_kind_of_damage_is_a_damaged_checkpoint_error(tmp_path, damage, phrase):
+    path = tmp_path / 'step_000002.pth'
+    torch.save({'weight': torch.arange(100000.0)}, path)
+    damage(path)
+    with pytest.raises(DamagedCheckpointError) as damaged:
+        read_checkpoint(str(path))
+    assert str(damaged.value).startswith(str(path)) and phrase in str(damaged.value), str(damaged.value)
+    assert '\n' not in str(damaged.value)
