@@ -64,7 +64,6 @@ definition, size and pair keys per pair list and its metrics (as "metrics"), and
 texture_energy, torso_occlusion and torso_region.
 """
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -91,6 +90,7 @@ from torch.utils.data import DataLoader, Dataset
 import flags
 from cp_dataset import (CLOTH_LABELS, DataError, file_in, load_coco18_keypoints, load_mask, load_parse_labels,
                         load_photo, pair_key, parse_file_name, pose_file_name, read_pairs, shown)
+from networks import sha256_of
 from progress import progress
 
 PAIRED_METRICS = ('iou', 'ssim', 'ssim_matlab', 'lpips')   # need the same-cloth pairs
@@ -413,14 +413,6 @@ def locate_weights(spec, explicit_path=None):
         raise MetricUnavailable(f'{spec.file_name} ({spec.description}) not found: put it in '
                                 f'{hub_checkpoint_dir()}/ or pass {spec.flag} PATH (download: {spec.url})')
     return path
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_weights(path, expected_file_name=None):

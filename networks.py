@@ -12,6 +12,7 @@ Conventions at the module boundaries (B = batch, H = fine_height, W = fine_width
     grid_interval_consistency(grid [B,H,W,2]) -> scalar, CP-VTON+'s grid regulariser.
 """
 import errno
+import hashlib
 import io
 import os
 import os.path as osp
@@ -460,6 +461,14 @@ def format_bytes(n):
         if abs(n) < 1000 or unit == 'TB':
             return f'{n:.0f} {unit}' if unit == 'bytes' else f'{n:.1f} {unit}'
         n /= 1000
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def free_bytes(folder):

@@ -117,7 +117,7 @@ def step_checkpoints(folder):
     """The folder's step_XXXXXX.pth files, newest step first."""
     if not osp.isdir(folder):
         return []
-    found = [(int(m.group(1)), osp.join(folder, f)) for f in os.listdir(folder) if (m := STEP_CHECKPOINT.match(f))]
+    found = [(step_of(f), osp.join(folder, f)) for f in os.listdir(folder) if STEP_CHECKPOINT.match(f)]
     return [path for _, path in sorted(found, reverse=True)]
 
 

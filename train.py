@@ -11,7 +11,6 @@ tensorboard/<name>. The flags and defaults are the original's; the additions are
 in README.md.
 """
 import argparse
-import hashlib
 import json
 import os
 import os.path as osp
@@ -33,7 +32,7 @@ from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPData
 from data_check import check_only, check_or_exit
 from networks import (GMM, TOM_INPUT_CHANNELS, CheckpointError, DiskFullError, atomic_write, build_tom,
                       build_vgg_loss, cpu_state_dict, durable_writer, format_bytes, grid_interval_consistency,
-                      load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32,
+                      load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32, sha256_of,
                       tom_tryon, unwrap_model, warp, warp_cloth)
 from runs import (RunFolderError, RunLock, command_with, disk_space_warning, newest_intact, resume_option_changes,
                   step_checkpoints, step_of)
@@ -339,18 +338,13 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def file_sha256(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def recorded_options(opt, world_size):
     """What options.json and resume.pth record: every flag of the run, the process count, the pairs
     list's checksum (a resumed run must read the same pairs, wherever --dataroot now is) and torch's
     version."""
     pairs_file = osp.join(opt.dataroot, opt.data_list)
     return {**vars(opt), 'world_size': world_size, 'torch_version': str(torch.__version__),
-            'data_list_sha256': file_sha256(pairs_file) if osp.isfile(pairs_file) else None}
+            'data_list_sha256': sha256_of(pairs_file) if osp.isfile(pairs_file) else None}
 
 
 def write_options(options, folder):
@@ -474,11 +468,7 @@ class Trainer:
     def agree(self, problem):
         """Every process says whether it has a problem (a message, or None); if any has, all stop: rank 0
         prints the first message, the others exit quietly."""
-        problems = [problem]
-        if self.world_size > 1:
-            problems = [None] * self.world_size
-            dist.all_gather_object(problems, problem)
-        first = next((p for p in problems if p), None)
+        first = next((p for p in self.all_values(problem) if p), None)
         if first:
             raise SystemExit(first if self.rank == 0 else 1)
 
@@ -494,6 +484,14 @@ class Trainer:
             result, problem = None, f'process {self.rank}: {type(error).__name__}: {error} (traceback above)'
         self.agree(problem)
         return result
+
+    def all_values(self, value):
+        """[every process's ``value``], in rank order."""
+        if self.world_size == 1:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
 
     def one_value(self, value):
         """Rank 0's ``value``, on every process."""
@@ -562,7 +560,7 @@ class Trainer:
     def record_options(self, state, given_seed):
         """A new run records its options; a resumed one must keep them, except the changes
         runs.resume_option_changes allows (logged, and recorded)."""
-        current = recorded_options(self.opt, self.world_size)
+        current = self.recorded_options = recorded_options(self.opt, self.world_size)
         if state is not None:
             recorded = state.get('options') or read_options(osp.join(run_dir(self.opt), OPTIONS_FILE)) or {}
             refused, allowed = resume_option_changes(recorded, {**current, 'seed': given_seed}, state['step'],
@@ -615,10 +613,7 @@ class Trainer:
     def save(self, step, model_file=None, resume=True):
         """Rank 0 writes ``model_file`` (if any) and (``resume``) the resume state of every process; a
         failed write stops all processes with one message."""
-        rng = [rng_state(self.device)]
-        if self.world_size > 1:
-            rng = [None] * self.world_size
-            dist.all_gather_object(rng, rng_state(self.device))
+        rng = self.all_values(rng_state(self.device))
         problem = None
         if self.rank == 0:
             try:
@@ -640,7 +635,7 @@ class Trainer:
         data = serialized({'stage': self.opt.stage, 'step': step, 'seed': self.opt.seed,
                            'model': cpu_state_dict(self.model), 'optimizer': self.optimizer.state_dict(),
                            'scheduler': self.scheduler.state_dict(), 'data': self.loader.state(), 'rng': rng,
-                           'options': recorded_options(self.opt, self.world_size)})
+                           'options': self.recorded_options})
         # The previous state is kept as resume.prev.pth, so a resume.pth damaged later still leaves one; but
         # a resume.pth not known to be whole (the run resumed from resume.prev.pth) must not replace it.
         previous = osp.join(run_dir(self.opt), PREVIOUS_RESUME_FILE) if self.resume_file_intact else None
