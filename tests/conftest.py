@@ -1,4 +1,5 @@
 """Shared test fixtures: where ../shared lies, and small options objects."""
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -35,3 +36,17 @@ def make_opt(**overrides):
 def _two_threads():
     # The reference outputs were computed with 2 threads; CI has 2 cores.
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _remove_module_folders_that_passed(request, tmp_path_factory):
+    """Module-scoped folders (tmp_path_factory.mktemp) outlive their tests until the session ends; with
+    checkpoints in them the suite would hold gigabytes at once. Remove a module's folders when its tests
+    have passed, keep them for a look when one failed."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failures_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failures_before:
+        for folder in set(base.iterdir()) - before:
+            shutil.rmtree(folder, ignore_errors=True)
