@@ -14,6 +14,8 @@ Everything goes under --out (default ablation/):
     <variant>/           its checkpoints, test results, TensorBoard logs, metrics.json
     logs/                every command's output
     strips/              per variant, the same hard pairs side by side (warped cloth and try-on)
+    <variant>/result_simple/  the 7-panel strip of every same-cloth test pair
+    index.html           the gallery: every pair of every variant side by side, sortable by the difference
     ablation.md          the table (IoU, SSIM, LPIPS where its weights are present, overall and per
                          difficulty subset), the strips, and the commands that made them
 
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 
 import evaluate
 import flags
+import gallery
+import smart_show_test_result
 import test as test_script
 import train
 from cp_dataset import file_in, pair_key, read_pairs
@@ -207,15 +211,9 @@ def link_user_data(source, root):
         if entry.endswith('.txt'):
             shutil.copy(osp.join(source, entry), osp.join(root, entry))
     if not osp.isfile(osp.join(root, PAIRED_LIST)):
-        pairs = evaluate.derive_paired_pairs(read_pairs(osp.join(root, 'test_pairs.txt')),
-                                             osp.join(root, 'test', 'cloth'))
-        if not pairs:
-            raise SystemExit(f'{source} has no {PAIRED_LIST} and no same-cloth pair could be derived from its '
-                             f'test_pairs.txt (person NNNNNN_0.jpg, cloth NNNNNN_1.jpg): write {PAIRED_LIST}.')
-        with open(osp.join(root, PAIRED_LIST), 'w') as f:
-            f.writelines(f'{im_name} {c_name}\n' for im_name, c_name in pairs)
-        print(f'note: {source} has no {PAIRED_LIST}; derived {len(pairs)} same-cloth pairs from test_pairs.txt',
-              flush=True)
+        print(f'note: {source} has no {PAIRED_LIST}', flush=True)
+        if evaluate.main(['--dataroot', root, '--paired_list', PAIRED_LIST, '--write_paired_list']) != 0:
+            raise SystemExit(f'write {osp.join(source, PAIRED_LIST)}, one same-cloth pair a line')
 
 
 def train_stage(args, run, stage, dataroot, name, seed, steps, logs_per_run, flags):
@@ -291,9 +289,29 @@ def run_variants(args):
             print(f'  GMM: the one of {gmm_owner} (same GMM options)', flush=True)
         train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, seed, vgg)
         gmm_results = osp.join(args.out, gmm_owner, 'result')
+        if gmm_owner != name:   # the result layout of one run: its GMM's warps beside its try-ons
+            os.symlink(osp.abspath(osp.join(gmm_results, 'gmm_final.pth')),
+                       osp.join(args.out, name, 'result', 'gmm_final.pth'))
         report = evaluate_variant(args, run, tom_dataroot, name, gmm_results)
+        render_variant_strips(args, run, tom_dataroot, name)
         done[name] = VariantRun(variant, tom_dataroot, gmm_results, report, time.time() - start)
     return done, run.commands
+
+
+def render_variant_strips(args, run, dataroot, name):
+    """<out>/<variant>/result_simple/: the 7-panel strip of every same-cloth test pair, for the gallery."""
+    run(f'{name}-strips', smart_show_test_result, '--dataroot', dataroot, '--data_list', PAIRED_LIST,
+        '--result_dir', osp.join(args.out, name, 'result'), '--out_simple', osp.join(args.out, name, 'result_simple'),
+        '--out_verbose', '')
+
+
+def write_gallery(args, done):
+    """<out>/index.html: the variants' strips and scores of the same pairs side by side (gallery.py)."""
+    page = osp.join(args.out, 'index.html')
+    gallery.write_gallery([gallery.Run(name, osp.join(args.out, name, 'result_simple'),
+                                       read_pairs(osp.join(run.dataroot, PAIRED_LIST)), run.report)
+                           for name, run in done.items()], page)
+    return page
 
 
 # --------------------------------------------------------------------------- the report
@@ -400,6 +418,7 @@ def write_report(args, done, commands, total_seconds):
     table, unavailable = metrics_table(done)
     keys = hard_pairs(done, args.hard_pairs)
     strips = render_strips(args, done, keys)
+    page = write_gallery(args, done)
     data = (f'{args.dataroot} (linked in {osp.join(args.out, "data")})' if args.dataroot else
             f'synthetic: {args.n_train} train / {args.n_test} test persons, seed {args.seed}, '
             f'textured share {args.textured_share}, occluded share {args.occluded_share}')
@@ -425,6 +444,8 @@ def write_report(args, done, commands, total_seconds):
               + ', '.join(f'`{key}`' for key in keys) + '.', '', f'![inputs]({strips["inputs"]})', '']
     for name in done:
         lines += [f'**{name}**', '', f'![{name}]({strips[name]})', '']
+    lines += [f'Every pair of every variant, sortable by score and by the difference between two variants: '
+              f'[the gallery]({osp.relpath(page, args.out)}) (opens from disk; "compare runs" view).', '']
     lines += ['## Commands', '', '```', f'python ablation.py {" ".join(sys.argv[1:])}'] + commands + ['```', '']
     path = osp.join(args.out, 'ablation.md')
     with open(path, 'w') as f:

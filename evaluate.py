@@ -830,15 +830,36 @@ def paired_list(args, layout, notes):
     if path.is_file():
         pairs = read_pairs(str(path))
         return pairs, {'path': str(path), 'derived': False, 'pairs': len(pairs)}
+    pairs, how = derived_paired_list(args, layout)
+    notes.append(f'{path} not found: {how}')
+    return pairs, {'path': str(path), 'derived': True, 'derived_from': args.unpaired_list, 'pairs': len(pairs)}
+
+
+def derived_paired_list(args, layout):
+    """The same-cloth pairs derived from --unpaired_list's persons, and how they were derived (a sentence)."""
     source = read_list(args.dataroot, args.unpaired_list, '--paired_list or --unpaired_list')
     pairs = derive_paired_pairs(source, layout.data_dir / 'cloth')
-    persons = len({im_name for im_name, _ in source})
-    notes.append(f'{path} not found: derived {len(pairs)} same-cloth pairs from the persons of '
-                 f'{args.unpaired_list} (person NNNNNN_0.jpg wears cloth NNNNNN_1.jpg); '
-                 f'{persons - len(pairs)} of {persons} persons skipped (no such cloth in {layout.data_dir / "cloth"})')
     if not pairs:
-        raise DataError(f'{path} not found, and no same-cloth pair could be derived from {args.unpaired_list}')
-    return pairs, {'path': str(path), 'derived': True, 'derived_from': args.unpaired_list, 'pairs': len(pairs)}
+        raise DataError(f'{Path(args.dataroot) / args.paired_list} not found, and no same-cloth pair could be '
+                        f'derived from {args.unpaired_list} (person NNNNNN_0.jpg wears cloth NNNNNN_1.jpg)')
+    persons = len({im_name for im_name, _ in source})
+    return pairs, (f'derived {len(pairs)} same-cloth pairs from the persons of {args.unpaired_list} (person '
+                   f'NNNNNN_0.jpg wears cloth NNNNNN_1.jpg); {persons - len(pairs)} of {persons} persons skipped '
+                   f'(no such cloth in {layout.data_dir / "cloth"})')
+
+
+def write_paired_list(args):
+    """--write_paired_list: writes --paired_list, derived as paired_list() derives it, where the data has none
+    (VITON ships no same-cloth test list). An existing file is never touched. Returns the exit status."""
+    path = Path(args.dataroot) / args.paired_list
+    if path.exists():
+        print(f'{path} exists: kept as it is')
+        return 0
+    pairs, how = derived_paired_list(args, DataLayout(Path(args.dataroot), args.datamode))
+    with open(path, 'x', encoding='utf-8') as file:   # 'x': a list made meanwhile is not overwritten
+        file.writelines(f'{im_name} {c_name}\n' for im_name, c_name in pairs)
+    print(f'wrote {path}: {how}')
+    return 0
 
 
 def producing_command(args, stage, list_name):
@@ -972,6 +993,16 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
                     'weights': [describe_weights(lpips_linear_weights_path())]}
         results['lpips'] = with_weights('lpips', args.lpips_weights, build_scorer, compute_lpips, notes)
     return results, scores
+
+
+def run_layout_and_device(args):
+    """The RunLayout of the results to score (--tryon_dir and --warp_mask_dir, else test.py's folders under
+    --result_dir) and the torch device to score on (--device, else the first GPU if there is one)."""
+    layout = RunLayout(Path(args.dataroot), args.datamode,
+                       Path(args.tryon_dir) if args.tryon_dir else default_tryon_dir(args),
+                       Path(args.warp_mask_dir) if args.warp_mask_dir else default_warp_mask_dir(args))
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    return layout, device
 
 
 def inception_score_result(probs, splits):
@@ -1112,10 +1143,7 @@ def evaluate(args):
     """Compute the requested metrics. Returns the report (JSON-ready): settings, metrics, notes, per-pair scores,
     and the difficulty subsets with their metrics and the per-pair measures."""
     metrics = args.metrics
-    layout = RunLayout(Path(args.dataroot), args.datamode,
-                       Path(args.tryon_dir) if args.tryon_dir else default_tryon_dir(args),
-                       Path(args.warp_mask_dir) if args.warp_mask_dir else default_warp_mask_dir(args))
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    layout, device = run_layout_and_device(args)
     notes, results, lists, scores, list_pairs = [], {}, {}, {}, {}
     if any(metric in metrics for metric in PAIRED_METRICS):
         list_pairs['paired'], lists['paired'] = paired_list(args, layout, notes)
@@ -1192,11 +1220,16 @@ def subset_rows(report):
     return rows
 
 
+def published_rows(published=PUBLISHED):
+    """(name, cells) of CP-VTON+ Table 1's rows; '-' where the paper has no value."""
+    return [(name, {metric: format_cell(metric, row[metric]) if metric in row else '-'
+                    for metric, _ in TABLE_COLUMNS}) for name, row in published.items()]
+
+
 def format_table(report):
     """The table printed to the terminal: this run and its difficulty subsets beside CP-VTON+ Table 1, then
     counts and notes."""
-    rows = [(name, {metric: format_cell(metric, row[metric]) if metric in row else '-'
-                    for metric, _ in TABLE_COLUMNS}) for name, row in PUBLISHED.items()]
+    rows = published_rows()
     rows.append(('this run', result_cells(report['metrics'])))
     rows += subset_rows(report)
     header = ['method'] + [title for _, title in TABLE_COLUMNS]
@@ -1295,6 +1328,9 @@ def parse_args(argv=None):
                         help='processes that load images and score pairs, 0: this one (default: %(default)s, at '
                              'most the cores)')
     parser.add_argument('--out', help='JSON file (default: metrics.json beside the try-on folder)')
+    parser.add_argument('--write_paired_list', action='store_true',
+                        help='only write --paired_list, derived from --unpaired_list, where it is absent, and '
+                             'exit (what the step scripts do before testing)')
     args = parser.parse_args(argv)
     if args.device is not None:
         flags.check_device_present(parser, args.device)
@@ -1310,6 +1346,8 @@ def write_json(report, path):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.write_paired_list:
+            return write_paired_list(args)
         report = evaluate(args)
     except DataError as error:
         print(f'error: {error}', file=sys.stderr)

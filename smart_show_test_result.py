@@ -20,6 +20,10 @@ For every pair of --data_list:
                                                  warp over person, try-on, person)
 Each pair's results are read from GMM's and TOM's test folders under the pair's key
 (cp_dataset.pair_key), so a cloth worn by several persons is shown correctly for each.
+
+--html also writes <out_simple>/index.html, a static gallery page of the strips (gallery.py), with the scores,
+subsets and metric table of evaluate.py's metrics.json where --metrics names it; the pairs of that report's lists
+(the same-cloth pairs, which alone have scores) are then rendered too.
 """
 import argparse
 import os
@@ -74,7 +78,19 @@ def get_opt(argv=None):
     add_threshold_arguments(parser)
     parser.add_argument('--workers', type=flags.non_negative_int, default=min(4, os.cpu_count() or 1),
                         help='processes that score pairs in worst-cases mode, 0: this one (default: %(default)s)')
-    return parser.parse_args(argv)
+    parser.add_argument('--html', action='store_true',
+                        help='also write <out_simple>/index.html, a gallery page of the strips (see gallery.py)')
+    parser.add_argument('--metrics', metavar='METRICS_JSON',
+                        help="evaluate.py's metrics.json of these results: the gallery's scores, subsets and table; "
+                             "the pairs of its lists get strips too (with --html)")
+    parser.add_argument('--run_name', default='this run', help="the run's name on the gallery page (default: "
+                                                               "%(default)s)")
+    opt = parser.parse_args(argv)
+    if opt.metrics and not opt.html:
+        parser.error('--metrics is read by the gallery page: add --html')
+    if opt.html and opt.worst is not None:
+        parser.error('--html makes a page of the strips of --data_list, not of the worst cases: drop one')
+    return opt
 
 
 def strip_name(im_name, c_name):
@@ -211,9 +227,9 @@ def annotate(strip, text):
     return strip
 
 
-def render_strips(opt):
-    """Write the strips of every pair; returns the number of pairs whose result files were missing."""
-    pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
+def render_strips(opt, pairs):
+    """Write the strips of every pair [(im_name, c_name)]; returns the number of pairs, and of those whose result
+    files were missing."""
     outputs = [(opt.out_simple, simple_strip)] + ([(opt.out_verbose, verbose_strip)] if opt.out_verbose else [])
     for folder, _ in outputs:
         os.makedirs(folder, exist_ok=True)
@@ -281,12 +297,29 @@ def write_worst_cases(opt):
         print(f'warning: {missing} pairs of {opt.paired_list} lack results and were not ranked')
 
 
-def write_strips(opt):
-    count, incomplete = render_strips(opt)
+def write_strips(opt, pairs):
+    count, incomplete = render_strips(opt, pairs)
     print(f'wrote {count} strips to {opt.out_simple}' + (f' and {opt.out_verbose}' if opt.out_verbose else ''))
     if incomplete:
         print(f'warning: {incomplete} pairs lack GMM or TOM results (shown as crossed grey panels); '
               f'run steps 2 and 5 on {opt.data_list} first')
+
+
+def gallery_run(opt, pairs):
+    """The gallery's run of these strips; reads --metrics now, so that a bad one fails before any strip is made.
+    Its pairs: those of --data_list, then those of the report's pair lists: VITON's test_pairs.txt holds no
+    same-cloth pair, and only those have scores."""
+    import gallery   # here, not at the top: gallery imports strip_name from this module
+    report = gallery.load_report(opt.metrics) if opt.metrics else None
+    listed = gallery.listed_pairs(report) if report else []
+    return gallery.Run(opt.run_name, Path(opt.out_simple), list(dict.fromkeys(pairs + listed)), report)
+
+
+def write_gallery_page(run):
+    import gallery
+    page = osp.join(run.strips_dir, 'index.html')
+    gallery.write_gallery([run], page)
+    print(f'wrote the gallery page {page}' + ('' if run.report else ' (no scores: pass --metrics METRICS_JSON)'))
 
 
 def main(argv=None):
@@ -295,7 +328,11 @@ def main(argv=None):
         if opt.worst is not None:
             write_worst_cases(opt)
         else:
-            write_strips(opt)
+            pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
+            run = gallery_run(opt, pairs) if opt.html else None
+            write_strips(opt, run.pairs if run else pairs)
+            if run:
+                write_gallery_page(run)
     except DataError as error:   # the message names the file and the fix
         print(f'error: {error}', file=sys.stderr)
         return 2

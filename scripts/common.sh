@@ -22,13 +22,29 @@ TOM_NAME="${TOM_NAME:-tom_train_new}"
 TOM_TEST_NAME="${TOM_TEST_NAME:-tom_test_new}"
 GMM_CHECKPOINT="${GMM_CHECKPOINT:-$CHECKPOINT_DIR/$GMM_NAME/gmm_final.pth}"
 TOM_CHECKPOINT="${TOM_CHECKPOINT:-$CHECKPOINT_DIR/$TOM_NAME/tom_final.pth}"
-# Pair lists tested in steps 2, 3 and 5; test_pairs_paired.txt (same-cloth pairs, for SSIM/LPIPS) is
-# added when the data has it.
+# Pair lists tested in steps 2 and 5: $TEST_LISTS where it is set, else test_pairs.txt and, where the data
+# has it, test_pairs_paired.txt (each test person in their own cloth, which SSIM and LPIPS need).
+TEST_LISTS_FROM_USER="${TEST_LISTS+set}"
 TEST_LISTS="${TEST_LISTS:-test_pairs.txt}"
-if [ -f "$DATAROOT/test_pairs_paired.txt" ] && [[ " $TEST_LISTS " != *" test_pairs_paired.txt "* ]]; then
-    TEST_LISTS="$TEST_LISTS test_pairs_paired.txt"
-fi
 COMMON_ARGS=(--dataroot "$DATAROOT" --tensorboard_dir "$TENSORBOARD_DIR" --workers "$WORKERS")
+
+# with_paired_test_list [write]: adds test_pairs_paired.txt to TEST_LISTS where the data has it (and the user
+# did not set TEST_LISTS). VITON ships no such list: with "write" (step 2, whose warps step 5 needs for the same
+# pairs) it is first written where absent, derived from test_pairs.txt as evaluate.py derives it, and
+# announced; data without VITON's naming is tested on test_pairs.txt alone, with a note. An existing list is
+# used as it is.
+with_paired_test_list() {
+    [ -z "$TEST_LISTS_FROM_USER" ] || return 0
+    local paired="$DATAROOT/test_pairs_paired.txt"
+    if [ "${1:-}" = write ] && [ ! -e "$paired" ] && [ -f "$DATAROOT/test_pairs.txt" ]; then
+        run_logged paired-test-list "$PYTHON" evaluate.py --dataroot "$DATAROOT" --datamode test \
+            --write_paired_list \
+            || echo "note: testing test_pairs.txt only; write $paired (one 'person cloth' line per person in their own cloth) for SSIM and LPIPS"
+    fi
+    if [ -f "$paired" ]; then
+        TEST_LISTS="$TEST_LISTS test_pairs_paired.txt"
+    fi
+}
 
 # run_logged STEP_NAME COMMAND...: runs the command, tee'ing its output into $LOG_DIR/STEP_NAME-<time>.log.
 run_logged() {

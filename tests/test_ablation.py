@@ -1,7 +1,9 @@
 """ablation.py end to end on a tiny budget: the table, the strips, GMM reuse, and its output folder rules."""
 import json
 import os
+import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -76,3 +78,24 @@ def test_an_existing_output_folder_is_kept_unless_overwrite(run, tmp_path):
     with pytest.raises(SystemExit, match='not made by ablation.py'):
         ablation.main(['--out', str(foreign), '--overwrite'])
     assert (foreign / 'notes.txt').read_text() == 'mine'
+
+
+def test_the_gallery_lines_up_every_variants_strip_of_each_pair(run):
+    out, _, _ = run
+    page = (out / 'index.html').read_text(encoding='utf-8')
+    data = json.loads(re.search(r'<script type="application/json" id="gallery-data">(.*?)</script>', page,
+                                re.S).group(1))
+    assert [info['name'] for info in data['runs']] == ['baseline', 'tom_mask_input', 'baseline_seed4']
+    assert len(data['pairs']) == 4                   # the derived same-cloth pairs
+    for pair in data['pairs']:
+        strips = [out / entry['strip'] for entry in pair['runs']]
+        assert [strip.parent.name for strip in strips] == ['result_simple'] * 3
+        assert [strip.parent.parent.name for strip in strips] == ['baseline', 'tom_mask_input', 'baseline_seed4']
+        assert all(strip.is_file() for strip in strips)
+        assert [entry['scores']['ssim'] for entry in pair['runs']] == [
+            json.loads((out / name / 'metrics.json').read_text())['per_pair'][pair['key']]['ssim']
+            for name in ('baseline', 'tom_mask_input', 'baseline_seed4')]
+        # tom_mask_input reuses the baseline's GMM: the same warp panels (5th and 6th of 7), another try-on
+        warps = [np.asarray(Image.open(strip))[:, 4 * 192:6 * 192] for strip in strips[:2]]
+        assert np.array_equal(warps[0], warps[1])
+    assert '[the gallery](index.html)' in (out / 'ablation.md').read_text()

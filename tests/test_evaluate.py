@@ -444,3 +444,26 @@ def test_paired_list_is_derived_from_viton_naming_when_absent(fake_run, capsys):
     assert run_main(fake_run, '--metrics', 'iou') == 2
     error = capsys.readouterr().err     # the command to make the masks, and the list it needs first
     assert '--stage GMM' in error and f"first write {fake_run / 'data' / 'test_pairs_paired.txt'}" in error
+
+
+def test_write_paired_list_writes_the_derived_list_once_and_never_replaces_one(fake_run, capsys):
+    listed = fake_run / 'data' / 'test_pairs_paired.txt'
+    listed.unlink()
+    (fake_run / 'data' / 'test' / 'cloth' / '000004_1.jpg').unlink()   # person 4's own cloth is unknown
+    assert run_main(fake_run, '--write_paired_list') == 0
+    assert listed.read_text() == '000001_0.jpg 000001_1.jpg\n000002_0.jpg 000002_1.jpg\n000003_0.jpg 000003_1.jpg\n'
+    assert f'wrote {listed}: derived 3 same-cloth pairs' in capsys.readouterr().out
+    listed.write_text('000002_0.jpg 000002_1.jpg\n')       # the user's own list
+    assert run_main(fake_run, '--write_paired_list') == 0
+    assert listed.read_text() == '000002_0.jpg 000002_1.jpg\n'
+    assert 'exists: kept as it is' in capsys.readouterr().out
+
+
+def test_write_paired_list_says_so_in_one_line_when_no_pair_can_be_derived(fake_run, capsys):
+    (fake_run / 'data' / 'test_pairs_paired.txt').unlink()
+    for cloth in (fake_run / 'data' / 'test' / 'cloth').iterdir():
+        cloth.unlink()
+    assert run_main(fake_run, '--write_paired_list') == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and 'no same-cloth pair could be derived from test_pairs.txt' in error
+    assert not (fake_run / 'data' / 'test_pairs_paired.txt').exists()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train
-from conftest import REPO
+from conftest import REPO, cloth_named_warps
 from cp_dataset import ResumableSampler
 from networks import DamagedCheckpointError, read_checkpoint
 from runs import resume_option_changes
@@ -326,10 +326,7 @@ def test_tom_resumed_on_another_process_count_continues_on_the_same_batches(data
     """2 processes x batch 1 for 2 steps, then 1 process x batch 2: the same weights (up to float
     summation order) as 1 process x batch 2 throughout. TOM has no batch statistics, so only the
     split of each global batch differs."""
-    for src, dst in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):   # cloth-named warps
-        target = os.path.join(dataroot, 'train', dst)
-        if not os.path.exists(target):
-            os.symlink(os.path.join(dataroot, 'train', src), target)
+    cloth_named_warps(dataroot)
 
     def tom_args(name, batch_size, keep):
         args = run_args(dataroot, tmp_path / 'checkpoints', name, keep, 0, '--stage', 'TOM', '--vgg_init', 'random',

@@ -11,9 +11,8 @@ from PIL import Image
 
 import test as test_script
 import train
-from conftest import make_opt
-from cp_dataset import (CLOTH_LABELS, RESERVED_LABELS, CPDataset, downsampled_body_shape, load_parse_labels, pair_key,
-                        read_pairs)
+from conftest import make_opt, pair_keyed_warps_from_clothes
+from cp_dataset import (CLOTH_LABELS, RESERVED_LABELS, CPDataset, downsampled_body_shape, load_parse_labels, read_pairs)
 from networks import TpsGridGen, grid_interval_consistency
 from synthetic_data import generate_dataset
 
@@ -72,11 +71,7 @@ def dataroot(tmp_path_factory):
     """Synthetic data with GMM's warps faked by the in-shop cloth, so both stages can run."""
     root = tmp_path_factory.mktemp('improvements')
     generate_dataset(str(root), n_train=4, n_test=2, seed=2)
-    for split, pairs_file in (('train', 'train_pairs.txt'), ('test', 'test_pairs.txt')):
-        for im_name, c_name in read_pairs(str(root / pairs_file)):
-            for source, target in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
-                (root / split / target).mkdir(exist_ok=True)
-                shutil.copy(root / split / source / c_name, root / split / target / pair_key(im_name, c_name))
+    pair_keyed_warps_from_clothes(root, (('train', 'train_pairs.txt'), ('test', 'test_pairs.txt')))
     return root
 
 

@@ -1,11 +1,11 @@
 """Training learns: short CPU runs on synthetic data improve the warp (GMM) and the try-on (TOM)."""
-import os
 
 import numpy as np
 import pytest
 import torch
 
 import train
+from conftest import cloth_named_warps
 from cp_dataset import CPDataset
 from evaluate import mask_iou
 from synthetic_data import generate_dataset
@@ -15,9 +15,7 @@ from synthetic_data import generate_dataset
 def dataroot(tmp_path_factory):
     root = tmp_path_factory.mktemp('learning')
     generate_dataset(str(root), n_train=32, n_test=8, seed=5)
-    # TOM reads GMM's warps; here the ground-truth in-shop cloth stands in for them.
-    for src, dst in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
-        os.symlink(root / 'train' / src, root / 'train' / dst)
+    cloth_named_warps(str(root))   # TOM reads GMM's warps; the in-shop cloth stands in for them
     return str(root)
 
 

@@ -1,4 +1,6 @@
-"""The step1..step5 scripts, train.py/test.py, TensorBoard logs and the strips, end to end on synthetic data."""
+"""The step1..step5 scripts, train.py/test.py, TensorBoard logs, the strips and the gallery page, end to end on
+synthetic data."""
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO
+from conftest import REPO, assert_no_console_errors, choose, count_text, open_page, save_screenshot, shown_keys
 from cp_dataset import pair_key, read_pairs
 from synthetic_data import generate_dataset
 
@@ -22,6 +24,9 @@ def pipeline(tmp_path_factory):
     """Runs the five step scripts on a tiny synthetic dataset; returns the run's folders."""
     root = tmp_path_factory.mktemp('pipeline')
     generate_dataset(str(root / 'data'), n_train=6, n_test=3, seed=0)
+    # As in VITON, which ships no same-cloth test list: steps 2 and 5 must write it themselves.
+    generated_paired = root / 'data' / 'test_pairs_paired.txt'
+    generated_paired.rename(root / 'generated_test_pairs_paired.txt')
     env = dict(os.environ, PYTHON=sys.executable, DATAROOT=str(root / 'data'),
                CHECKPOINT_DIR=str(root / 'checkpoints'), TENSORBOARD_DIR=str(root / 'tensorboard'),
                RESULT_DIR=str(root / 'result'), LOG_DIR=str(root / 'logs'), WORKERS='0',
@@ -47,6 +52,14 @@ def test_training_writes_the_original_checkpoint_files(pipeline):
         files = sorted(p.name for p in (pipeline / 'checkpoints' / name).iterdir())
         assert files == sorted([final, 'options.json', 'resume.pth', 'resume.prev.pth', 'step_000002.pth',
                                 'step_000004.pth', 'train.lock'])
+
+
+def test_the_step_scripts_write_the_same_cloth_list_viton_lacks_and_say_so(pipeline):
+    written = pipeline / 'data' / 'test_pairs_paired.txt'
+    assert written.read_text() == (pipeline / 'generated_test_pairs_paired.txt').read_text()
+    logs = sorted((pipeline / 'logs').glob('paired-test-list-*.log'))
+    assert len(logs) == 1, 'written once (step 2), then used as it is (step 5)'
+    assert f'wrote {written}: derived 3 same-cloth pairs from the persons of test_pairs.txt' in logs[0].read_text()
 
 
 def test_results_are_written_for_every_test_pair(pipeline):
@@ -147,3 +160,63 @@ def test_strips_can_carry_each_pairs_ssim(pipeline, tmp_path):
     annotated = np.asarray(Image.open(tmp_path / name)).astype(int)
     assert (plain[:20, :120] != annotated[:20, :120]).any()       # the label in the top-left corner
     assert (plain[40:] == annotated[40:]).all()                     # and nothing else changed
+
+
+def test_the_pipelines_gallery_page_orders_and_filters_as_metrics_json_in_a_browser(pipeline, browser, tmp_path):
+    """The demo's last commands (evaluate.py, then smart_show_test_result.py --html) on the pipeline's results,
+    and the page they write looked at in headless Chromium."""
+    import evaluate
+    import smart_show_test_result
+    metrics_json, strips = tmp_path / 'metrics.json', tmp_path / 'result_simple'
+    assert evaluate.main(['--dataroot', str(pipeline / 'data'), '--result_dir', str(pipeline / 'result'),
+                          '--metrics', 'iou,ssim,ssim_matlab', '--workers', '0', '--out', str(metrics_json)]) == 0
+    assert smart_show_test_result.main(['--dataroot', str(pipeline / 'data'), '--result_dir', str(pipeline / 'result'),
+                                        '--out_simple', str(strips), '--out_verbose', '', '--annotate_ssim',
+                                        '--html', '--metrics', str(metrics_json)]) == 0
+    report = json.loads(metrics_json.read_text())
+    listed = [pair_key(*pair) for pair in read_pairs(str(pipeline / 'data' / 'test_pairs.txt'))]
+    by_ssim = sorted(report['per_pair'], key=lambda key: report['per_pair'][key]['ssim'])
+
+    open_page(browser, strips / 'index.html')
+
+    shown = shown_keys(browser, 'view-run-0')
+    assert sorted(shown) == sorted(listed)
+    assert shown[:len(by_ssim)] == by_ssim             # worst SSIM first; the unpaired pairs (unscored) after
+    assert count_text(browser) == f'{len(listed)} of {len(listed)} pairs shown'
+    for subset, entry in report['subsets'].items():
+        choose(browser, 'subset', subset)
+        assert set(shown_keys(browser, 'view-run-0')) == set(sum(entry['pairs'].values(), []))
+    choose(browser, 'subset', '')
+    assert browser.execute_script("return [...document.images].slice(0, 2).every(i => i.complete && i.naturalWidth)")
+    save_screenshot(browser, tmp_path, 'pipeline_gallery.png', '_pipeline')
+    assert_no_console_errors(browser)
+
+
+def lists_tested_by_step_2(tmp_path, test_pairs, clothes, **env):
+    """TEST_LISTS after step 2's with_paired_test_list on a data folder with these pairs and cloth files."""
+    data = tmp_path / 'data'
+    (data / 'test' / 'cloth').mkdir(parents=True)
+    for cloth in clothes:
+        (data / 'test' / 'cloth' / cloth).write_bytes(b'')
+    (data / 'test_pairs.txt').write_text(''.join(f'{p} {c}\n' for p, c in test_pairs))
+    script = f'source {REPO / "scripts" / "common.sh"}; with_paired_test_list write; echo "lists: $TEST_LISTS"'
+    completed = subprocess.run(['bash', '-c', script], capture_output=True, text=True, timeout=120, cwd=REPO,
+                               env=dict(os.environ, PYTHON=sys.executable, DATAROOT=str(data),
+                                        LOG_DIR=str(tmp_path / 'logs'), **env))
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.splitlines()[-1], completed.stdout, data
+
+
+def test_data_without_vitons_naming_is_tested_on_test_pairs_alone_with_a_note(tmp_path):
+    last, output, data = lists_tested_by_step_2(tmp_path, [('alice.jpg', 'shirt.jpg')], ['shirt.jpg'])
+    assert last == 'lists: test_pairs.txt'
+    assert 'note: testing test_pairs.txt only' in output and not (data / 'test_pairs_paired.txt').exists()
+
+
+def test_test_lists_set_by_the_user_are_tested_as_they_are(tmp_path):
+    last, _, data = lists_tested_by_step_2(tmp_path, [('000001_0.jpg', '000002_1.jpg')], ['000001_1.jpg'],
+                                           TEST_LISTS='test_pairs.txt')
+    assert last == 'lists: test_pairs.txt' and not (data / 'test_pairs_paired.txt').exists()
+    last, _, data = lists_tested_by_step_2(tmp_path / 'unset', [('000001_0.jpg', '000002_1.jpg')], ['000001_1.jpg'])
+    assert last == 'lists: test_pairs.txt test_pairs_paired.txt'
+    assert (data / 'test_pairs_paired.txt').read_text() == '000001_0.jpg 000001_1.jpg\n'

@@ -13,7 +13,7 @@ import torch
 
 import networks
 import train
-from conftest import REPO
+from conftest import REPO, cloth_named_warps
 from networks import CheckpointError, build_tom, load_checkpoint, save_checkpoint
 from synthetic_data import generate_dataset
 
@@ -170,11 +170,7 @@ def test_speed_flags_train_on_the_cpu(dataroot, tmp_path, stage, flags):
     fixed batch falls after one pass over the data. (bf16 convolutions are slow on CPUs without bf16
     instructions, so --amp is exercised on the smaller GMM.)"""
     if stage == 'TOM':
-        # TOM reads GMM's warps; the in-shop cloth stands in for them here.
-        for src, dst in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
-            target = os.path.join(dataroot, 'train', dst)
-            if not os.path.exists(target):
-                os.symlink(os.path.join(dataroot, 'train', src), target)
+        cloth_named_warps(dataroot)   # TOM reads GMM's warps; the in-shop cloth stands in for them
     args = [a for a in train_args(dataroot, tmp_path, 'flags', '--lr', '1e-3', *flags) if a != '--shuffle']
     args[args.index('GMM')] = stage
     trainer = train.Trainer(train.get_opt(args))
