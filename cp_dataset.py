@@ -355,6 +355,17 @@ def name_problems(fields, where):
             for role, name in zip(('person', 'cloth'), fields) if (problem := name_problem(name))]
 
 
+def pairs_file_lines(pairs_path):
+    """(line number, fields, line) of each non-blank line of a pairs file, read as editors write it: a UTF-8
+    byte-order mark, CRLF line ends, tabs or several spaces between the names and trailing spaces are all fine.
+    A byte that is not UTF-8 becomes a character (surrogateescape) that name_problem reports, with its line."""
+    with open(pairs_path, encoding='utf-8-sig', errors='surrogateescape') as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if fields:
+                yield line_no, fields, line
+
+
 def scan_pairs(pairs_path):
     """(pairs, errors) of a pairs file: every malformed line is an error, the other lines are kept.
 
@@ -364,25 +375,20 @@ def scan_pairs(pairs_path):
         return [], [FileProblem('missing pairs file', pairs_path, 'file not found',
                                 'pass --dataroot and --data_list so that <dataroot>/<data_list> is the pairs file')]
     pairs, errors = [], []
-    # surrogateescape: a byte that is not UTF-8 becomes a character name_problem reports, with its line
-    with open(pairs_path, encoding='utf-8-sig', errors='surrogateescape') as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f'{pairs_path}, line {line_no}'
-            if len(fields) != 2:
-                errors.append(FileProblem('malformed pairs line', where,
-                                          f'expected "person.jpg cloth.jpg", got {line.strip()!r}', PAIRS_LINE_FIX))
-            elif unsafe := name_problems(fields, where):
-                errors += unsafe
-            elif not fields[0].endswith('.jpg'):
-                # The loader finds the parse map and the pose by replacing the person's '.jpg'.
-                errors.append(FileProblem('person file name not *.jpg', where, f'{fields[0]!r} does not end in .jpg',
-                                          'name person photos *.jpg (the parse map is <stem>.png, the pose '
-                                          '<stem>_keypoints.json)'))
-            else:
-                pairs.append((fields[0], fields[1]))
+    for line_no, fields, line in pairs_file_lines(pairs_path):
+        where = f'{pairs_path}, line {line_no}'
+        if len(fields) != 2:
+            errors.append(FileProblem('malformed pairs line', where,
+                                      f'expected "person.jpg cloth.jpg", got {line.strip()!r}', PAIRS_LINE_FIX))
+        elif unsafe := name_problems(fields, where):
+            errors += unsafe
+        elif not fields[0].endswith('.jpg'):
+            # The loader finds the parse map and the pose by replacing the person's '.jpg'.
+            errors.append(FileProblem('person file name not *.jpg', where, f'{fields[0]!r} does not end in .jpg',
+                                      'name person photos *.jpg (the parse map is <stem>.png, the pose '
+                                      '<stem>_keypoints.json)'))
+        else:
+            pairs.append((fields[0], fields[1]))
     if not pairs and not errors:
         errors.append(FileProblem('empty pairs file', pairs_path, 'has no pairs', PAIRS_LINE_FIX))
     return pairs, errors

@@ -13,18 +13,27 @@ import benchmark
 import data_check
 import evaluate
 import flags
+import learning_curves
+import prepare_data
 import smart_show_test_result
 import synthetic_data
 import test as test_script
 import train
+import tryon
 from conftest import REPO
 
 PARSERS = {'train.py': train.get_opt, 'test.py': test_script.get_opt, 'evaluate.py': evaluate.parse_args,
            'data_check.py': data_check.parse_args, 'synthetic_data.py': synthetic_data.parse_args,
            'benchmark.py': benchmark.get_args, 'ablation.py': ablation.parse_args,
-           'smart_show_test_result.py': smart_show_test_result.get_opt}
+           'smart_show_test_result.py': smart_show_test_result.get_opt,
+           'learning_curves.py': learning_curves.parse_args,
+           'prepare_data.py': lambda argv: prepare_data.build_parser().parse_args(argv), 'tryon.py': tryon.get_opt}
 # Flags a command needs to parse at all, or to parse the same on any machine.
-BASE_ARGV = {'synthetic_data.py': ['--dataroot', 'unused'], 'benchmark.py': ['--device', 'cpu', '-b', '1']}
+BASE_ARGV = {'synthetic_data.py': ['--dataroot', 'unused'], 'benchmark.py': ['--device', 'cpu', '-b', '1'],
+             'learning_curves.py': ['--run_dir', 'unused'],
+             'prepare_data.py': ['--persons', 'p', '--clothes', 'c', '--out', 'o', '--datamode', 'test'],
+             'tryon.py': ['--person', 'p', '--pose', 'p', '--parse', 'p', '--cloth', 'c', '--gmm', 'g', '--tom', 't',
+                          '--out', 'o']}
 
 AT_LEAST_0, AT_LEAST_1, POSITIVE = 'an integer >= 0', 'an integer >= 1', 'a number > 0'
 SIDE, SHARE, SEED = 'a positive multiple of 64', 'a number in [0, 1]', 'an integer in [0, 4294967295]'
@@ -93,6 +102,14 @@ RANGES = [('train.py', *row) for row in TRAIN_AND_TEST] + [('test.py', *row) for
     ('smart_show_test_result.py', '--textured_threshold', '-1', 0.0, 'a number >= 0'),
     ('smart_show_test_result.py', '--occluded_threshold', '1.5', 1.0, SHARE),
     ('smart_show_test_result.py', '--workers', '-1', 0, AT_LEAST_0),
+    ('learning_curves.py', '--every', '0', 1, AT_LEAST_1),
+    ('learning_curves.py', '--max_pairs', '0', 1, AT_LEAST_1),
+    ('learning_curves.py', '--workers', '-1', 0, AT_LEAST_0),
+    ('learning_curves.py', '--batch-size', '0', 1, AT_LEAST_1),
+    ('learning_curves.py', '--device', 'tpu', torch.device('cpu'), 'cpu or cuda[:N]'),
+    ('prepare_data.py', '--fine_height', '100', 64, SIDE),
+    ('prepare_data.py', '--fine_width', '-64', 64, SIDE),
+    ('tryon.py', '--gpu_ids', '0,x', '-1', GPU_IDS),
 ]
 
 # command, argv, what the error says: rules between flags, checked after parsing
@@ -107,6 +124,8 @@ CROSS_FLAG_RULES = [
     ('ablation.py', ['--gpu_ids', '99'], '--gpu_ids 99'),
     ('ablation.py', ['--seed', '4294967295', '--noise_seeds', '1'], 'seeds up to 4294967296, above 4294967295'),
     ('evaluate.py', ['--device', 'cuda:99'], '--device cuda:99: torch sees'),
+    ('tryon.py', ['--gpu_ids', '99'], '--gpu_ids 99'),
+    ('tryon.py', ['--cloth_mask', 'a.png', 'b.png'], '2 masks for 1 clothes; give one per --cloth'),
     ('benchmark.py', ['--device', 'cuda:99'], '--device cuda:99: torch sees'),
     ('benchmark.py', ['--n_train', '3', '-b', '4'], '--n_train 3 is smaller than --batch_size 4'),
     ('benchmark.py', ['--fine_height', '64', '--fine_width', '64'], 'GMM training needs one side >= 128'),
