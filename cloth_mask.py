@@ -59,6 +59,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from cp_dataset import ALPHA_MODES, composite_on_white
+
 __all__ = ['cloth_mask']
 
 # Lengths in pixels of a 256x192 image (scaled by min(H, W) / 192); thresholds in Lab units.
@@ -84,9 +86,8 @@ def _to_rgb(image):
     """An RGB uint8 array (H, W, 3) from what cloth_mask accepts: an RGB uint8 array, an RGBA one or a grey
     (H, W) or (H, W, 1) one, or a PIL image of any mode. Alpha is composited on white."""
     if isinstance(image, Image.Image):
-        if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
-            rgba = image.convert('RGBA')
-            image = Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba)
+        if image.mode in ALPHA_MODES or 'transparency' in image.info:
+            image = composite_on_white(image)     # as cp_dataset loads a cloth photo
         return np.asarray(image.convert('RGB'))
     a = np.asarray(image)
     if a.dtype != np.uint8:

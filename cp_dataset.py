@@ -32,12 +32,15 @@ import os
 import os.path as osp
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.utils.data as data
 from PIL import Image
+
+from progress import progress
 
 # LIP labels used by CP-VTON's person representation.
 HEAD_LABELS = (1, 2, 4, 13)      # hat, hair, sunglasses, face
@@ -54,6 +57,8 @@ RESERVED_LABELS = {
 BODY_SHAPE_SOURCES = ('parse', 'image-mask')
 NUM_POSE_KEYPOINTS = 18          # OpenPose COCO-18
 POSE_KEYS = ('pose_keypoints', 'pose_keypoints_2d')  # old (VITON) and new OpenPose names
+MASK_THRESHOLD = 128     # CP-VTON binarises its JPEG masks with >= 128
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 
 class DataError(ValueError):
@@ -128,6 +133,52 @@ def file_in(folder, name):
         raise DataError(f'{name!r} {problem}, so it is not a file name in {shown(str(folder))}; '
                         f'pairs files hold file names only')
     return osp.join(folder, name)
+
+
+def open_image(path):
+    if not Path(path).is_file():
+        raise DataError(f'image not found: {shown(str(path))}')
+    return Image.open(path)
+
+
+def existing_file(path):
+    """`path` as a string for cp_dataset's loaders; DataError (naming it) if there is no such file."""
+    if not Path(path).is_file():
+        raise DataError(f'file not found: {shown(str(path))}')
+    return str(path)
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Where a split's data files lie (see the module docstring)."""
+    dataroot: Path
+    datamode: str
+
+    @property
+    def data_dir(self):
+        return self.dataroot / self.datamode
+
+    def person_image(self, im_name):
+        return Path(file_in(self.data_dir / 'image', im_name))
+
+    def parse_map(self, im_name):
+        return Path(file_in(self.data_dir / 'image-parse', parse_file_name(im_name)))
+
+    def cloth(self, c_name):
+        return Path(file_in(self.data_dir / 'cloth', c_name))
+
+    def cloth_mask(self, c_name):
+        return Path(file_in(self.data_dir / 'cloth-mask', c_name))
+
+    def pose(self, im_name):
+        return Path(file_in(self.data_dir / 'pose', pose_file_name(im_name)))
+
+    def real_images(self):
+        """Every person photo of the split (FID's real set), sorted by name."""
+        folder = self.data_dir / 'image'
+        if not folder.is_dir():
+            raise DataError(f'person image folder not found: {folder}')
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def warp_dir_named_by_cloth(warp_dir, pairs):
@@ -779,3 +830,25 @@ class CPDataLoader:
 
     def load_state(self, state):
         self.restart(int(state['epoch']), int(state['position']))
+
+
+class ParallelMap(data.Dataset):
+    """Item i is function(items[i]), so that a DataLoader's workers map `function` over `items` in parallel
+    (`function` must be picklable: a module-level function, or a functools.partial of one)."""
+
+    def __init__(self, function, items):
+        self.function, self.items = function, list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.function(self.items[index])
+
+
+def parallel_map(function, items, workers, description):
+    """[function(item) for item in items], computed by `workers` processes (0: in this one), in order."""
+    jobs = ParallelMap(function, items)
+    # batch_size=None: items come back one by one, uncollated, in order
+    return list(progress(data.DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
+                         desc=description, unit='item'))

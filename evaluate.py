@@ -12,7 +12,7 @@ Same-cloth pairs (``--paired_list``, default test_pairs_paired.txt; the person p
     SSIM    skimage.metrics.structural_similarity on the RGB uint8 images, channel_axis=-1,
             gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255; mean over pairs.
     SSIM-M  SSIM as MATLAB's ``ssim(A, ref)`` computes it on the same RGB arrays; mean over pairs.
-            CP-VTON+ computed its SSIM this way (see ``matlab_ssim_map``), so the paper's SSIM values are
+            CP-VTON+ computed its SSIM this way (see ``metrics.matlab_ssim_map``), so the paper's SSIM values are
             shown in this column.
     LPIPS   lpips 0.1.4, AlexNet trunk, linear layers v0.1, inputs in [-1,1]; mean over pairs.
 Unpaired pairs (``--unpaired_list``, default test_pairs.txt):
@@ -22,13 +22,13 @@ Unpaired pairs (``--unpaired_list``, default test_pairs.txt):
             in <dataroot>/<datamode>/image/.
 
 Difficulty subsets: every metric is also reported on two subsets of the pairs, each with its size:
-    textured  pairs whose in-shop cloth's texture energy (``cloth_texture_energy``: the mean colour gradient
+    textured  pairs whose in-shop cloth's texture energy (``subsets.cloth_texture_energy``: the mean colour gradient
               magnitude inside the cloth mask eroded by 3 pixels) is above --textured_threshold (0.015);
     occluded  pairs whose person's arms (LIP labels 14, 15) cover more than --occluded_threshold (0.06) of the
-              torso (``torso_occlusion``: the quadrilateral of the OpenPose shoulders and hips).
+              torso (``subsets.torso_occlusion``: the quadrilateral of the OpenPose shoulders and hips).
     A subset's IoU, SSIM, SSIM-M and LPIPS are the means over its same-cloth pairs; its IS and FID use its unpaired
     try-ons, IS in as many splits as keep the whole run's images per split (n/a below one split), FID against
-    every person photo. ``difficulty_subsets`` gives the subsets of any pair list.
+    every person photo. ``subsets.difficulty_subsets`` gives the subsets of any pair list.
 
 Results of another size (test.py at 512x384 on 256x192 data) are scored against the ground truth resized to their
 size as cp_dataset resizes it (photos LANCZOS, parse maps NEAREST), with a note in the report; a result of another
@@ -81,32 +81,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from PIL import Image, ImageDraw
-from scipy import ndimage
-from scipy.special import rel_entr
-from skimage.metrics import structural_similarity
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import flags
-from cp_dataset import (CLOTH_LABELS, DataError, file_in, load_coco18_keypoints, load_mask, load_parse_labels,
-                        load_photo, pair_key, parse_file_name, pose_file_name, read_pairs, shown)
+from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, DataError, DataLayout, existing_file, file_in,
+                        load_parse_labels, load_photo, open_image, pair_key, parallel_map, read_pairs, shown)
+from metrics import (MATLAB_SSIM_C1, MATLAB_SSIM_C2, MATLAB_SSIM_RADIUS, MATLAB_SSIM_SIGMA, SKIMAGE_SSIM_SETTINGS,
+                     fid_from_features, inception_score_from_probs, mask_iou, matlab_ssim_score, ssim_score)
 from networks import sha256_of
 from progress import progress
+from subsets import OCCLUDED_THRESHOLD, SUBSET_DEFINITIONS, TEXTURED_THRESHOLD, difficulty_measures, subset_members
 
 PAIRED_METRICS = ('iou', 'ssim', 'ssim_matlab', 'lpips')   # need the same-cloth pairs
 TRYON_PAIR_METRICS = ('ssim', 'ssim_matlab', 'lpips')      # ... and their try-on results
 UNPAIRED_METRICS = ('is', 'fid')
 ALL_METRICS = PAIRED_METRICS + UNPAIRED_METRICS
-MASK_THRESHOLD = 128     # CP-VTON binarises its JPEG masks with >= 128
 INCEPTION_SIZE = 299     # Inception-v3's input side
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
-
-# The settings under which skimage's SSIM follows Wang et al. 2004 (and MATLAB, for one 2-D channel).
-SKIMAGE_SSIM_SETTINGS = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
-MATLAB_SSIM_SIGMA = 1.5
-MATLAB_SSIM_RADIUS = 5   # MATLAB: ceil(3 * sigma)
-MATLAB_SSIM_C1 = (0.01 * 255) ** 2   # MATLAB's defaults for uint8 input (DynamicRange 255)
-MATLAB_SSIM_C2 = (0.03 * 255) ** 2
 
 # CP-VTON+ (CVPRW 2020) Table 1, VITON test set at 256x192. Its SSIM was MATLAB's, so it is listed as
 # ssim_matlab. FID is not reported there.
@@ -114,14 +105,6 @@ PUBLISHED = {
     'CP-VTON (paper)': {'iou': 0.7898, 'ssim_matlab': 0.7798, 'lpips': 0.1397, 'is': (2.7809, 0.0594)},
     'CP-VTON+ (paper)': {'iou': 0.8425, 'ssim_matlab': 0.8163, 'lpips': 0.1144, 'is': (3.1048, 0.1068)},
 }
-# Difficulty subsets (see "Difficulty subsets" below for the measures and how the thresholds were chosen).
-TEXTURED_THRESHOLD = 0.015    # texture energy above which an in-shop cloth is 'textured'
-OCCLUDED_THRESHOLD = 0.06     # torso occlusion above which a person is 'occluded'
-TEXTURE_MEASURE_SIZE = (192, 256)   # (W, H): the cloth is measured at VITON's size, so one threshold fits all
-TEXTURE_EROSION_PIXELS = 3          # the cloth's outline is an edge of every cloth, plain or not
-ARM_LABELS = (14, 15)               # LIP left arm, right arm (hands included)
-TORSO_KEYPOINTS = (2, 5, 11, 8)     # COCO-18 RShoulder, LShoulder, LHip, RHip: the torso quadrilateral's corners
-FALLBACK_TORSO_SHARE = 0.5          # without those keypoints: the central half of the cloth labels' bounding box
 TABLE_COLUMNS = (('iou', 'IoU'), ('ssim', 'SSIM'), ('ssim_matlab', 'SSIM-M'), ('lpips', 'LPIPS'),
                  ('is', 'IS'), ('fid', 'FID'))
 
@@ -135,124 +118,8 @@ class MissingResults(DataError):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Metric math: small functions on numpy arrays
-# ----------------------------------------------------------------------------------------------------
-
-def ssim_score(image, reference):
-    """SSIM of two uint8 RGB images [H,W,3] (0..255): skimage's per-channel SSIM, averaged over channels.
-
-    Each channel's SSIM map excludes a 5-pixel border (skimage crops the filter radius)."""
-    return float(structural_similarity(image, reference, channel_axis=-1, **SKIMAGE_SSIM_SETTINGS))
-
-
-def matlab_ssim_map(image, reference):
-    """Local SSIM at every element, as MATLAB's ``[~, map] = ssim(A, ref)`` computes it for uint8 input.
-
-    MATLAB filters with a Gaussian of sigma 1.5 and radius ceil(3 * sigma) over *all* axes of the array,
-    with replicate padding, and keeps the border. So an H x W x 3 RGB array is a 3-D volume whose
-    11x11x11 window also mixes neighbouring channels, and a 2-D array is an ordinary grayscale image.
-    MATLAB's normalised 3-D kernel is the product of normalised 1-D ones (none of its weights is small
-    enough for MATLAB to zero), so a separable filter gives the same numbers.
-
-    image, reference: uint8 arrays of one shape, [H,W] or [H,W,3]. Returns float64 of that shape.
-    """
-    x = np.asarray(image, dtype=np.float64)
-    y = np.asarray(reference, dtype=np.float64)
-
-    def weighted_mean(values):
-        return ndimage.gaussian_filter(values, sigma=MATLAB_SSIM_SIGMA, mode='nearest',
-                                       truncate=MATLAB_SSIM_RADIUS / MATLAB_SSIM_SIGMA)
-
-    mu_x, mu_y = weighted_mean(x), weighted_mean(y)
-    var_x = weighted_mean(x * x) - mu_x ** 2
-    var_y = weighted_mean(y * y) - mu_y ** 2
-    cov_xy = weighted_mean(x * y) - mu_x * mu_y
-    numerator = (2 * mu_x * mu_y + MATLAB_SSIM_C1) * (2 * cov_xy + MATLAB_SSIM_C2)
-    denominator = (mu_x ** 2 + mu_y ** 2 + MATLAB_SSIM_C1) * (var_x + var_y + MATLAB_SSIM_C2)
-    return numerator / denominator
-
-
-def matlab_ssim_score(image, reference):
-    """MATLAB's ``ssim(A, ref)`` for uint8 arrays [H,W] or [H,W,3]: the mean of ``matlab_ssim_map``."""
-    return float(matlab_ssim_map(image, reference).mean())
-
-
-def mask_iou(pred, target):
-    """Intersection over union of two boolean masks of one shape. Both empty counts as full agreement (1.0)."""
-    pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
-    union = np.logical_or(pred, target).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(pred, target).sum() / union)
-
-
-def inception_score_from_probs(probs, splits=10):
-    """Inception Score of class probabilities [N,K] (rows sum to 1): (mean, std) of exp(E_x KL(p(y|x) || p(y)))
-    over `splits` consecutive parts, split as the original implementation (Salimans et al.) does."""
-    probs = np.asarray(probs, dtype=np.float64)
-    count = len(probs)
-    if count < splits:
-        raise ValueError(f'the Inception Score needs at least {splits} images (one per split), got {count}')
-    scores = []
-    for split in range(splits):
-        part = probs[split * count // splits:(split + 1) * count // splits]
-        marginal = part.mean(axis=0, keepdims=True)
-        kl_divergences = rel_entr(part, marginal).sum(axis=1)   # rel_entr: 0 where p(y|x) = 0
-        scores.append(np.exp(kl_divergences.mean()))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
-def symmetric_sqrt(matrix):
-    """Square root of a symmetric positive semi-definite matrix; round-off negative eigenvalues count as 0."""
-    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2):
-    """Fréchet distance of N(mu1, sigma1) and N(mu2, sigma2):
-    |mu1 - mu2|^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^(1/2)).
-
-    sigma1 sigma2 has the eigenvalues of the symmetric PSD matrix S = sigma1^(1/2) sigma2 sigma1^(1/2), so the
-    trace of its square root is the sum of the square roots of S's eigenvalues: real by construction, with
-    no complex sqrtm and no epsilon added to singular covariances (as they are with fewer images than
-    features)."""
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, dtype=np.float64)), np.atleast_1d(np.asarray(mu2, dtype=np.float64))
-    sigma1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
-    sigma2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
-    sqrt_sigma1 = symmetric_sqrt(sigma1)
-    product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
-    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)   # symmetrise away round-off
-    trace_sqrt_product = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
-    difference = mu1 - mu2
-    return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product)
-
-
-def fid_from_features(features1, features2):
-    """FID of two feature sets [N1,D] and [N2,D]: Fréchet distance of their means and (unbiased) covariances,
-    as pytorch-fid computes them."""
-    features1, features2 = np.asarray(features1, dtype=np.float64), np.asarray(features2, dtype=np.float64)
-    if min(len(features1), len(features2)) < 2:
-        raise ValueError('FID needs at least 2 images in each set')
-    return frechet_distance(features1.mean(axis=0), np.cov(features1, rowvar=False),
-                            features2.mean(axis=0), np.cov(features2, rowvar=False))
-
-
-# ----------------------------------------------------------------------------------------------------
 # Reading the run's files
 # ----------------------------------------------------------------------------------------------------
-
-def open_image(path):
-    if not Path(path).is_file():
-        raise DataError(f'image not found: {shown(str(path))}')
-    return Image.open(path)
-
-
-def existing_file(path):
-    """`path` as a string for cp_dataset's loaders; DataError (naming it) if there is no such file."""
-    if not Path(path).is_file():
-        raise DataError(f'file not found: {shown(str(path))}')
-    return str(path)
-
 
 def read_rgb(path):
     """An image file as uint8 RGB [H,W,3] (0..255), writable (torch.from_numpy wants that)."""
@@ -292,39 +159,6 @@ def read_cloth_region(parse_path, labels=CLOTH_LABELS, size=None):
     is reached with NEAREST, as in training."""
     parse_path = existing_file(parse_path)
     return np.isin(load_parse_labels(parse_path, size or Image.open(parse_path).size), labels)
-
-
-@dataclass(frozen=True)
-class DataLayout:
-    """Where a split's data files lie (see the module docstring)."""
-    dataroot: Path
-    datamode: str
-
-    @property
-    def data_dir(self):
-        return self.dataroot / self.datamode
-
-    def person_image(self, im_name):
-        return Path(file_in(self.data_dir / 'image', im_name))
-
-    def parse_map(self, im_name):
-        return Path(file_in(self.data_dir / 'image-parse', parse_file_name(im_name)))
-
-    def cloth(self, c_name):
-        return Path(file_in(self.data_dir / 'cloth', c_name))
-
-    def cloth_mask(self, c_name):
-        return Path(file_in(self.data_dir / 'cloth-mask', c_name))
-
-    def pose(self, im_name):
-        return Path(file_in(self.data_dir / 'pose', pose_file_name(im_name)))
-
-    def real_images(self):
-        """Every person photo of the split (FID's real set), sorted by name."""
-        folder = self.data_dir / 'image'
-        if not folder.is_dir():
-            raise DataError(f'person image folder not found: {folder}')
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -583,28 +417,6 @@ def score_pair(layout, im_name, c_name, metrics, mask_threshold=MASK_THRESHOLD, 
     return row
 
 
-class ParallelMap(Dataset):
-    """Item i is function(items[i]), so that a DataLoader's workers map `function` over `items` in parallel
-    (`function` must be picklable: a module-level function, or a functools.partial of one)."""
-
-    def __init__(self, function, items):
-        self.function, self.items = function, list(items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        return self.function(self.items[index])
-
-
-def parallel_map(function, items, workers, description):
-    """[function(item) for item in items], computed by `workers` processes (0: in this one), in order."""
-    jobs = ParallelMap(function, items)
-    # batch_size=None: items come back one by one, uncollated, in order
-    return list(progress(DataLoader(jobs, batch_size=None, num_workers=workers), total=len(jobs),
-                         desc=description, unit='item'))
-
-
 def score_pair_keyed(pair, layout, metrics, mask_threshold, cloth_labels):
     """(pair key, score_pair(...)) of one (im_name, c_name) pair: a parallel_map function."""
     return pair_key(*pair), score_pair(layout, *pair, metrics, mask_threshold, cloth_labels)
@@ -653,150 +465,6 @@ def aggregate(pair_scores, metric, keys=None):
     keys = pair_scores.keys() if keys is None else keys
     values = [pair_scores[key][metric] for key in keys if metric in pair_scores.get(key, {})]
     return {'value': float(np.mean(values)) if values else None, 'num_images': len(values)}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Difficulty subsets: textured clothes, occluded persons
-# ----------------------------------------------------------------------------------------------------
-#
-# CP-VTON is known to blur and distort prints and stripes, and to paint the cloth over arms held in front of
-# the body. Two per-pair measures pick out such pairs, so that every metric can also be read on them:
-#   texture_energy   of the pair's in-shop cloth (``cloth_texture_energy``), >= 0
-#   torso_occlusion  of the pair's person (``torso_occlusion``), in [0, 1]
-# and a pair is in a subset when its measure is above the subset's threshold (TEXTURED_THRESHOLD,
-# OCCLUDED_THRESHOLD). The README's "Difficulty subsets" gives the figures the thresholds were chosen from.
-
-SUBSET_DEFINITIONS = {
-    'textured': {'of': "the pair's in-shop cloth", 'measure': 'texture_energy',
-                 'description': f'mean colour gradient magnitude (Sobel / 8, root mean square over RGB, image in '
-                                f'[0,1]) inside the cloth mask eroded by {TEXTURE_EROSION_PIXELS} pixels, at '
-                                f'{TEXTURE_MEASURE_SIZE[0]}x{TEXTURE_MEASURE_SIZE[1]}',
-                 'function': 'evaluate.cloth_texture_energy'},
-    'occluded': {'of': "the pair's person", 'measure': 'torso_occlusion',
-                 'description': 'fraction of the torso (quadrilateral of the OpenPose shoulders and hips; without '
-                                'them the central half of the cloth labels\' bounding box) labelled LIP left or '
-                                'right arm (14, 15)',
-                 'function': 'evaluate.torso_occlusion'},
-}
-
-
-def colour_gradient_magnitude(rgb):
-    """Gradient magnitude of an RGB image float [H,W,3] in [0,1] -> float [H,W] >= 0.
-
-    Sobel derivatives divided by 8 (units per pixel: a step of height c between flat areas reads c/2 on the two
-    pixels beside it), magnitude per channel, root mean square over the channels: a gray image reads its gray
-    gradient, and stripes of two colours of equal brightness still have edges."""
-    squared = sum(ndimage.sobel(rgb[..., channel], axis=axis) ** 2
-                  for channel in range(rgb.shape[2]) for axis in (0, 1))
-    return np.sqrt(squared / rgb.shape[2]) / 8
-
-
-def cloth_texture_energy(cloth_path, mask_path):
-    """High-frequency energy of an in-shop cloth: the mean colour gradient magnitude (``colour_gradient_magnitude``)
-    inside its mask eroded by TEXTURE_EROSION_PIXELS, with both images at TEXTURE_MEASURE_SIZE (loaded and
-    resized as cp_dataset loads them; the mask binarised >= 128). A float >= 0: on the VITON samples about
-    0.002-0.01 for plain fabric, 0.015-0.03 for printed graphics, 0.03-0.17 for stripes and all-over prints;
-    0.0 for a mask with no interior."""
-    cloth, _ = load_photo(existing_file(cloth_path), TEXTURE_MEASURE_SIZE)
-    mask = load_mask(existing_file(mask_path), TEXTURE_MEASURE_SIZE) >= MASK_THRESHOLD
-    # scipy erodes until nothing changes for iterations=0, so no erosion is spelt out
-    interior = ndimage.binary_erosion(mask, iterations=TEXTURE_EROSION_PIXELS) if TEXTURE_EROSION_PIXELS else mask
-    if not interior.any():
-        return 0.0
-    gradient = colour_gradient_magnitude(np.asarray(cloth, dtype=np.float64) / 255)
-    return float(gradient[interior].mean())
-
-
-def keypoint_found(keypoint):
-    """Whether a keypoint (x, y, confidence) was detected: OpenPose writes 0, 0, 0 otherwise, and cp_dataset
-    draws a point only where x > 1 and y > 1."""
-    return keypoint[0] > 1 and keypoint[1] > 1
-
-
-def torso_region(labels, keypoints):
-    """The person's torso in a LIP label map [H,W]: (bool [H,W], how it was found).
-
-    'keypoints': the quadrilateral RShoulder-LShoulder-LHip-RHip of the COCO-18 keypoints [18,3] (pixels of the
-    label map), rasterised with its outline. Arms hanging at the sides lie outside it but for the shoulder
-    joints; forearms held in front of the chest or belly lie inside.
-    'cloth box': where one of those four keypoints is missing, the central FALLBACK_TORSO_SHARE of the columns
-    of the bounding box of the cloth labels (5, 6, 7), over all its rows: the box spans the sleeves, the arms
-    at the sides lie in its outer columns.
-    'none': neither is available (no keypoint and no cloth label); the region is empty."""
-    height, width = labels.shape
-    corners = keypoints[list(TORSO_KEYPOINTS)]
-    if all(keypoint_found(corner) for corner in corners):
-        canvas = Image.new('1', (width, height))
-        ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y, _ in corners], fill=1, outline=1)
-        return np.asarray(canvas, dtype=bool), 'keypoints'
-    region = np.zeros((height, width), dtype=bool)
-    rows, columns = np.nonzero(np.isin(labels, CLOTH_LABELS))
-    if len(rows) == 0:
-        return region, 'none'
-    margin = (1 - FALLBACK_TORSO_SHARE) / 2 * (columns.max() + 1 - columns.min())
-    left, right = round(columns.min() + margin), round(columns.max() + 1 - margin)
-    region[rows.min():rows.max() + 1, left:right] = True
-    return region, 'cloth box'
-
-
-def torso_occlusion(parse_path, pose_path, photo_size=None):
-    """How much of a person's torso their arms cover: (fraction in [0,1], how the torso was found).
-
-    The fraction of the ``torso_region`` pixels labelled left or right arm (ARM_LABELS) in the person's LIP
-    parse map, 0.0 when the region is empty. The keypoints are in the pixels of the person photo, of
-    `photo_size` (W, H; default: the parse map's size, as in VITON), and are scaled to the parse map."""
-    parse_path, pose_path = existing_file(parse_path), existing_file(pose_path)
-    parse_size = Image.open(parse_path).size
-    labels = load_parse_labels(parse_path, parse_size)
-    photo_size = photo_size or parse_size
-    keypoints = load_coco18_keypoints(pose_path, (parse_size[0] / photo_size[0], parse_size[1] / photo_size[1]))
-    region, found_by = torso_region(labels, keypoints)
-    if not region.any():
-        return 0.0, found_by
-    return float(np.isin(labels[region], ARM_LABELS).mean()), found_by
-
-
-def cloth_measures(c_name, layout):
-    """(c_name, {'texture_energy': float >= 0}): the cloth's measures, a parallel_map function."""
-    return c_name, {'texture_energy': cloth_texture_energy(layout.cloth(c_name), layout.cloth_mask(c_name))}
-
-
-def person_measures(im_name, layout):
-    """(im_name, {'torso_occlusion': float in [0,1], 'torso_region': how it was found}): a parallel_map function."""
-    fraction, found_by = torso_occlusion(layout.parse_map(im_name), layout.pose(im_name),
-                                         open_image(layout.person_image(im_name)).size)
-    return im_name, {'torso_occlusion': fraction, 'torso_region': found_by}
-
-
-def difficulty_measures(dataroot, datamode, pairs, workers=0):
-    """Per-pair difficulty measures: {pair_key: {'texture_energy': float >= 0 (of the pair's in-shop cloth),
-    'torso_occlusion': float in [0,1] (of the pair's person), 'torso_region': 'keypoints' | 'cloth box' | 'none'}},
-    in the order of `pairs`. Each cloth and person is measured once, by `workers` processes. Reads the
-    <dataroot>/<datamode>/ cloth, cloth-mask, image, image-parse and pose files; a missing one is a DataError."""
-    layout = DataLayout(Path(dataroot), datamode)
-    c_names = list(dict.fromkeys(c_name for _, c_name in pairs))
-    im_names = list(dict.fromkeys(im_name for im_name, _ in pairs))
-    of_cloth = dict(parallel_map(partial(cloth_measures, layout=layout), c_names, workers, 'cloth texture'))
-    of_person = dict(parallel_map(partial(person_measures, layout=layout), im_names, workers, 'torso occlusion'))
-    return {pair_key(im_name, c_name): {**of_cloth[c_name], **of_person[im_name]} for im_name, c_name in pairs}
-
-
-def subset_members(measures, textured_threshold=TEXTURED_THRESHOLD, occluded_threshold=OCCLUDED_THRESHOLD,
-                   keys=None):
-    """{'textured': [pair keys], 'occluded': [pair keys]}: the pairs among `keys` (default: all of `measures`, a
-    ``difficulty_measures`` result), in their order, whose measure is above the subset's threshold."""
-    thresholds = {'textured': textured_threshold, 'occluded': occluded_threshold}
-    keys = measures.keys() if keys is None else keys
-    return {subset: [key for key in keys if measures[key][definition['measure']] > thresholds[subset]]
-            for subset, definition in SUBSET_DEFINITIONS.items()}
-
-
-def difficulty_subsets(dataroot, datamode, pairs, textured_threshold=TEXTURED_THRESHOLD,
-                       occluded_threshold=OCCLUDED_THRESHOLD, workers=0):
-    """{'textured': [pair keys], 'occluded': [pair keys]} of `pairs` [(im_name, c_name)], in their order: textured
-    by the pair's in-shop cloth, occluded by the pair's person (see ``difficulty_measures``)."""
-    return subset_members(difficulty_measures(dataroot, datamode, pairs, workers), textured_threshold,
-                          occluded_threshold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -980,7 +648,7 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
             **implementation('scipy', sigma=MATLAB_SSIM_SIGMA, radius=MATLAB_SSIM_RADIUS, padding='replicate',
                              window='3-D over H x W x RGB', border='kept', C1=MATLAB_SSIM_C1, C2=MATLAB_SSIM_C2,
                              aggregate='mean over pairs'),
-            'function': 'evaluate.matlab_ssim_score (MATLAB ssim(A, ref) on uint8 RGB arrays)'}}
+            'function': 'metrics.matlab_ssim_score (MATLAB ssim(A, ref) on uint8 RGB arrays)'}}
     if 'lpips' in metrics:
         def build_scorer(alexnet_state_dict):
             return LpipsScorer(build_lpips_model(alexnet_state_dict), device, args.batch_size, args.workers)
@@ -1075,7 +743,7 @@ def unpaired_metric_results(args, layout, pairs, metrics, notes, device, subsets
             return {**fid_result(fake, real), 'real_images': str(layout.data_dir / 'image'),
                     'implementation': implementation('pytorch-fid', features='pool3 (2048)',
                                                      resize='bilinear 299x299', input_range=[-1, 1],
-                                                     frechet_distance='evaluate.frechet_distance (eigenvalues)')}
+                                                     frechet_distance='metrics.frechet_distance (eigenvalues)')}
         results['fid'] = with_weights('fid', args.fid_weights, FidInception, compute_fid, notes)
     return results, subset_results, {'path': str(Path(args.dataroot) / args.unpaired_list), 'pairs': len(pairs)}
 
@@ -1278,10 +946,10 @@ def add_threshold_arguments(parser):
     """The difficulty subsets' thresholds (shared with smart_show_test_result.py's worst cases)."""
     parser.add_argument('--textured_threshold', type=flags.float_at_least(0), default=TEXTURED_THRESHOLD,
                         help="subset 'textured': in-shop cloths whose texture energy is above this "
-                             "(default: %(default)s; see evaluate.cloth_texture_energy)")
+                             "(default: %(default)s; see subsets.cloth_texture_energy)")
     parser.add_argument('--occluded_threshold', type=flags.share, default=OCCLUDED_THRESHOLD,
                         help="subset 'occluded': persons whose arms cover more than this fraction of the torso "
-                             "(default: %(default)s; see evaluate.torso_occlusion)")
+                             "(default: %(default)s; see subsets.torso_occlusion)")
 
 
 def parse_args(argv=None):

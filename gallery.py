@@ -32,10 +32,10 @@ from urllib.parse import quote
 from PIL import Image
 
 from cp_dataset import DataError, file_in, pair_key, read_pairs
-from evaluate import (SUBSET_DEFINITIONS, TABLE_COLUMNS, derive_paired_pairs, format_table, published_rows,
-                      result_cells, subset_rows)
+from evaluate import TABLE_COLUMNS, derive_paired_pairs, format_table, published_rows, result_cells, subset_rows
 from networks import atomic_write
 from smart_show_test_result import strip_name
+from subsets import SUBSET_DEFINITIONS
 
 # The per-pair scores a card shows and the page sorts by, SSIM (the default sort) first.
 CARD_METRICS = ('ssim', 'ssim_matlab', 'iou', 'lpips')

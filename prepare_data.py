@@ -4,65 +4,44 @@
         --out mydata --datamode test [--fine_height 256 --fine_width 192] [--parse_labels lip|cihp|atr|pascal] \\
         [--cloth_masks masks/] [--pairs pairs.txt] [--image_mask] [--skip_missing] [--overwrite]
 
-writes ``<out>/<datamode>/{image,image-parse,pose,cloth,cloth-mask[,image-mask]}/``, ``<out>/<datamode>_pairs.txt``,
-``<out>/<datamode>_pairs_paired.txt`` and ``<out>/<datamode>/placement.json``, then runs the data checker
-(data_check.validate_dataset) on the result and prints its report. Exit 0 only when the check passes; 2 for a
-user error (one line per problem, naming the file or flag and the fix; no traceback); 1 when the check fails.
+writes ``<out>/<datamode>/{image,image-parse,pose,cloth,cloth-mask[,image-mask]}/`` (SPLIT_FOLDERS),
+``<out>/<datamode>_pairs.txt``, ``<out>/<datamode>_pairs_paired.txt`` and ``<out>/<datamode>/placement.json``,
+then runs the data checker (data_check.validate_dataset) and prints its report. Exit 0 only when the check
+passes; 2 for a user error (one line per problem, naming the file or flag and the fix); 1 when the check fails.
+The README's "Your own photos" says how to make the inputs; the rules it leaves out follow.
 
-Inputs (never modified; files are read, nothing is written into the input folders)
--------------------------------------------------------------------------------
+Inputs (only read, never written to)
+------------------------------------
 * ``--persons``, ``--clothes``: image files (.jpg .jpeg .png .webp .bmp .tif .tiff .gif, any case) directly in
-  the folder; hidden files are skipped, other files are listed as ignored. The file's stem names it:
-  ``persons/alice.png`` becomes ``image/alice.jpg``, ``clothes/shirt7.webp`` becomes ``cloth/shirt7.jpg``.
-  A person and a cloth may share a stem (they live in different folders). Stems are never renamed: a stem
-  that would not make a plain pairs-file name (cp_dataset.name_problem: control or invisible characters, a
-  drive prefix, a backslash), that holds white space (pairs lines are split on it) or '.jpg' (the loader
-  derives the parse and pose names by replacing '.jpg'), or two inputs of one stem, are refused by name.
-* ``--poses``: OpenPose JSON, one file per person photo: ``<stem>_keypoints.json`` (what OpenPose's
-  ``--write_json`` writes for ``<stem>.<ext>``) or ``<stem>.json`` (both present: an error). COCO-18 or BODY_25
-  keypoints under ``pose_keypoints_2d`` (OpenPose >= 1.2) or ``pose_keypoints`` (older, VITON's). Several people:
-  the one with the highest summed confidence is taken, and a line says so. Coordinates must be pixels of the
-  photo as shown (OpenPose's default ``--keypoint_scale 0``).
-* ``--parses``: a human parser's label map per person photo, ``<stem>.png`` (or ``<stem>..png``, SCHP's name
-  for a photo with a 5-letter extension such as .jpeg), of the photo's size: a palette
-  (P) or grayscale (L, 16-bit too) PNG whose pixel values are labels, or an RGB colour rendering in the LIP
-  palette (cp_dataset.LIP_PALETTE, either variant) or SCHP's palette (the PASCAL VOC colour map that SCHP's
-  simple_extractor.py puts on its outputs), mapped back by colour. See "Parse labels" below.
-* ``--cloth_masks`` (optional): your cloth masks, ``<cloth stem>.<any image extension>``, of the cloth
-  photo's size, white (>= 128 after conversion to grayscale; transparent pixels count as black) = cloth.
-  Without it, masks come from ``cloth_mask.cloth_mask`` on the cloth photo at its full size.
-* ``--pairs FILE`` (optional): one ``<person file> <cloth file>`` per line, names of files in --persons and
-  --clothes (``alice.png shirt7.webp``; a name whose stem matches one input, like ``alice.jpg``, also works).
+  the folder; hidden files are skipped, others are listed as ignored. The stem names the file in the split
+  (viton_name: ``persons/alice.png`` -> ``image/alice.jpg``); a person and a cloth may share a stem. Stems are
+  never renamed: one that is no plain pairs-file name (cp_dataset.name_problem), holds white space or '.jpg'
+  (the loader derives the parse and pose names from '.jpg'), or two inputs of one stem, are refused by name.
+* ``--poses``: ``<stem>_keypoints.json`` or ``<stem>.json`` (both: an error), in pixels of the photo as shown
+  (OpenPose's default ``--keypoint_scale 0``). Written as VITON's COCO-18 files (``"pose_keypoints"``).
+* ``--parses``: ``<stem>.png`` (or SCHP's ``<stem>..png``) of the photo's size: a palette or grayscale (16-bit
+  too) PNG whose pixel values are labels, or an RGB rendering in the LIP palette (either variant) or SCHP's
+  (the PASCAL VOC colour map), mapped back by colour. A JPEG parse map is refused (compression changes labels).
+* ``--cloth_masks``: ``<cloth stem>.<any image extension>`` of the cloth photo's size, white (>= 128 in
+  grayscale; transparent counts as black) = cloth. Without it: cloth_mask.cloth_mask on the full-size photo.
+* ``--pairs``: ``<person file> <cloth file>`` per line, as named in --persons and --clothes (a name whose stem
+  matches one input, like ``alice.jpg`` for alice.png, works too).
+* ``--skip_missing`` also leaves out a person whose pose file holds nobody, or no keypoint.
 
-Poses and parse maps are required: cp_dataset.CPDataset reads every person's pose and parse map in both
-stages (GMM: body shape, head, pose maps, the cloth region it learns to match; TOM: the same person
-representation), so a split without them can neither be trained nor tested, and the command refuses it
-before writing anything.
-
-Missing files: every person photo without a pose file or parse map, and every cloth without its mask (with
---cloth_masks), is reported by name, one line each, and the command stops (exit 2) - unless
-``--skip_missing``, which leaves those persons and cloths (and a pose file in which OpenPose found nobody) out
-of the split and the pairs files, naming each.
+A parse map or a user's mask must have its photo's size *as shown*, after the EXIF orientation (what SCHP and
+OpenPose see: OpenCV's imread applies it); one of the stored, unrotated size is refused with that
+explanation, as are keypoints outside the upright photo. Photos: grayscale, palette, CMYK and YCbCr become RGB,
+16-bit grayscale is scaled (/257), transparency is composited on white (as cp_dataset loads photos).
 
 Fitting to the model size without distortion (Placement)
 --------------------------------------------------------
-Each photo is first turned upright by its EXIF orientation (PIL.ImageOps.exif_transpose), then resized
-keeping its aspect ratio to fit (fine_width x fine_height) and centred, the rest padded:
-
     scale = min(fine_width / W, fine_height / H); resized (w, h) = (round(W * scale), round(H * scale))
-    offset (dx, dy) = ((fine_width - w) // 2, (fine_height - h) // 2)
-    scale_x = w / W, scale_y = h / H   (the exact factors of the resize; equal to scale within rounding)
+    offset (dx, dy) = ((fine_width - w) // 2, (fine_height - h) // 2); scale_x = w / W, scale_y = h / H
 
-* person and cloth photos: LANCZOS, padded with white (255, 255, 255), saved as JPEG quality 95 (an upright RGB
-  JPEG that already has the model size is copied unchanged): VITON's photos and in-shop cloths have
-  near-white studio backgrounds, and cp_dataset itself composites transparency on white, so a white border
-  continues the background the models were trained on (a black one would read as clothing or hair);
-* parse maps: NEAREST (never a label between two regions), padded with label 0 (background);
-* cloth masks, body masks: BILINEAR on 0/255 then >= 128, padded with 0;
-* keypoints: x' = x * scale_x + dx, y' = y * scale_y + dy, in continuous image coordinates (the image spans
-  [0, W] x [0, H], pixel i covers [i, i + 1)) - Pillow's resize maps exactly that extent, and cp_dataset scales
-  keypoints by the same rule (x * factor) when it resizes on load. A keypoint that OpenPose did not find
-  (confidence 0, or x = y = 0) stays 0, 0, 0 and is not moved by the offset.
+Photos: LANCZOS, padded white, JPEG quality 95 (an upright RGB JPEG of the model size is copied unchanged);
+parse maps: NEAREST, padded with 0; masks: BILINEAR on 0/255 then >= 128, padded with 0; keypoints:
+x' = x * scale_x + dx, y' = y * scale_y + dy in continuous coordinates (pixel i covers [i, i + 1), as Pillow's
+resize and cp_dataset's scaling); a keypoint OpenPose did not find stays 0, 0, 0.
 
 ``<out>/<datamode>/placement.json`` records the mapping of every written file::
 
@@ -76,18 +55,12 @@ keeping its aspect ratio to fit (fine_width x fine_height) and centred, the rest
 ``unplace(image_at_model_size, placement)`` maps a result back onto the original photo (upright frame, or the
 file's stored pixels with ``stored_orientation=True``); ``load_placements(split_dir)`` reads the file back.
 
-Input photos: EXIF orientation applied; grayscale, palette, CMYK, YCbCr converted to RGB (CMYK without colour
-management); 16-bit grayscale scaled to 8 bits (/257); RGBA, LA, PA and palette or grayscale images with a
-transparent colour composited on white. A parse map or a user's cloth mask must have the size of its photo
-*as shown* (after the EXIF orientation), which is what parsers see: SCHP and OpenPose read images with OpenCV,
-whose imread applies the EXIF orientation. A map of the stored (unrotated) size of a rotated photo is refused
-with that explanation; keypoints outside the upright photo are refused too.
-
 Parse labels (--parse_labels; written as LIP labels, palette PNGs as VITON's, cp_dataset.VITON_LIP_PALETTE)
 ------------------------------------------------------------------------------------------------------
 LIP (20): 0 background, 1 hat, 2 hair, 3 glove, 4 sunglasses, 5 upper-clothes, 6 dress, 7 coat, 8 socks,
 9 pants, 10 jumpsuits, 11 scarf, 12 skirt, 13 face, 14 left-arm, 15 right-arm, 16 left-leg, 17 right-leg,
 18 left-shoe, 19 right-shoe. CP-VTON reads: head = 1, 2, 4, 13; cloth = 5, 6, 7; body shape = every label > 0.
+A parse map without cloth (5, 6 or 7) is warned about: the GMM has nothing to warp onto.
 
 * ``lip``: identity.
 * ``cihp`` (CIHP, 20): identity. CIHP's names are LIP's except 10 = torso-skin, which is kept as 10. LIP has
@@ -113,36 +86,22 @@ LIP (20): 0 background, 1 hat, 2 hair, 3 glove, 4 sunglasses, 5 upper-clothes, 6
   Training the GMM on it teaches it the torso, not the garment; the run prints a loud warning.
 
 Without --parse_labels the set is detected only where the files say it unambiguously, and the line
-``parse labels: detected ...`` says from what: a palette PNG whose palette is LIP's at every label used (LIP
-or CIHP, which come out the same), SCHP's palette with exactly 20 (LIP), 18 (ATR) or 7 (Pascal) entries as
-simple_extractor.py writes it, an RGB rendering in LIP colours, or label values that only one set has
-(18 or 19: a 20-class set). Anything else (a grayscale map with labels <= 17, an RGB rendering in SCHP's
-colours, which all its sets share) is ambiguous and stops with a request for --parse_labels. A label the
-chosen set does not have is an error naming the file and the labels.
+``parse labels: detected ...`` says from what: VITON's variant of the LIP palette (only VITON's own LIP maps
+carry it), SCHP's palette with exactly 20 (LIP), 18 (ATR) or 7 (Pascal) entries as simple_extractor.py writes
+it, or label values that only the 20-label sets have (18 or 19). LIP's standard colours alone do not tell the
+set (Graphonomy draws its ATR and Pascal outputs in them), nor do SCHP's colours in an RGB rendering (all its
+sets share them): anything else stops with a request for --parse_labels. A label the chosen set does not
+have is an error naming the file and the labels.
 
-Pose (BODY_25 -> COCO-18, cp_dataset.BODY_25_TO_COCO_18)
---------------------------------------------------------
-COCO-18: 0 Nose, 1 Neck, 2 RShoulder, 3 RElbow, 4 RWrist, 5 LShoulder, 6 LElbow, 7 LWrist, 8 RHip, 9 RKnee,
-10 RAnkle, 11 LHip, 12 LKnee, 13 LAnkle, 14 REye, 15 LEye, 16 REar, 17 LEar. BODY_25 is the same with
-8 MidHip inserted and 19-24 (LBigToe, LSmallToe, LHeel, RBigToe, RSmallToe, RHeel) appended, so COCO-18 index
-k takes BODY_25 index [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18][k]. Written as VITON's
-files: {"version": 1.0, "people": [{"face_keypoints": [], "pose_keypoints": [54 floats],
-"hand_right_keypoints": [], "hand_left_keypoints": []}]}.
-
-Pairs
------
-A person wears a cloth ("same-cloth pair") when the stems are equal (persons/alice.jpg, clothes/alice.png) or
-follow VITON's naming (person NNNNNN_0, cloth NNNNNN_1).
-* test: ``test_pairs.txt`` = every person x every cloth (or --pairs), ``test_pairs_paired.txt`` = the
-  same-cloth pairs among them (steps 2 and 5 and evaluate.py score SSIM/LPIPS/IoU on those).
-* train: ``train_pairs.txt`` = the same-cloth pairs only (or --pairs): the GMM learns to warp a cloth onto
-  the region where the person wears it, so a person with another cloth is no training example. No same-cloth
-  pair is an error. ``train_pairs_paired.txt`` holds the same-cloth pairs too.
-
-Never overwrites: an existing non-empty ``<out>/<datamode>/`` or pairs file of that split stops the command
-unless --overwrite, which replaces only a split that prepare_data.py wrote (its placement.json says so);
-outputs inside an input folder, or holding one, are refused. The split is built in a hidden folder beside
-it and moved into place when complete, so an error leaves nothing half-written.
+Pairs and overwriting
+---------------------
+Train: no same-cloth pair is an error; test: more than MANY_PAIRS pairs (every person x every cloth) is
+pointed out, suggesting --pairs. An existing non-empty split or pairs file stops the command unless
+--overwrite, which replaces only a split that prepare_data.py wrote (its placement.json says so) and that
+holds nothing else (step 2's warp-cloth/ copied in, a hand-fixed file: refused, listing them); a --pairs file
+in the split is refused. The split is built in a hidden ``.<datamode>.prepare-<pid>`` folder beside it and
+swapped in when complete (the old one moved aside until the new one is in place), so an error leaves nothing
+half-written; a run that was killed leaves those folders, which the next run removes (or puts back).
 """
 import argparse
 import json
@@ -158,20 +117,25 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import flags
-from cp_dataset import (BODY_25_TO_COCO_18, LABEL_OF_LIP_COLOUR, LIP_PALETTE, NUM_BODY_25_KEYPOINTS, NUM_LIP_LABELS,
-                        NUM_POSE_KEYPOINTS, VITON_LIP_PALETTE, DataError, composite_on_white, name_problem,
-                        pairs_file_lines, parse_file_name, pose_file_name, shown)
+from cp_dataset import (ALPHA_MODES, BODY_25_TO_COCO_18, CLOTH_LABELS, LABEL_FILTER, LABEL_OF_LIP_COLOUR, LIP_PALETTE,
+                        MASK_FILTER, NUM_BODY_25_KEYPOINTS, NUM_LIP_LABELS, NUM_POSE_KEYPOINTS, PHOTO_FILTER, POSE_KEYS,
+                        VITON_LIP_PALETTE, DataError, name_problem, pairs_file_lines, parse_file_name, pose_file_name,
+                        rgb_fix, shown)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 PHOTO_JPEG_QUALITY = 95
 MASK_JPEG_QUALITY = 100          # a binary mask survives JPEG at this quality bit-exactly after >= 128
 WHITE = (255, 255, 255)
-PHOTO_FILTER = Image.Resampling.LANCZOS
-LABEL_FILTER = Image.Resampling.NEAREST
-MASK_FILTER = Image.Resampling.BILINEAR
+SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')   # how Pillow opens 16-bit grayscale PNGs and TIFFs
 EXIF_ORIENTATION = 0x0112
 PLACEMENT_FILE = 'placement.json'
 MADE_BY = 'prepare_data.py'
+# The folders of a split, as cp_dataset reads them; image-mask/ only with --image_mask (tryon.py always writes it).
+SPLIT_FOLDERS = ('image', 'image-parse', 'pose', 'cloth', 'cloth-mask')
+IMAGE_MASK_FOLDER = 'image-mask'
+STAGING_PREFIX = '.{datamode}.prepare-'     # + the pid of the run that builds the split there
+BACKUP_PREFIX = '.{datamode}.replaced-'     # + pid: the old split while --overwrite moves the new one in
+MANY_PAIRS = 10_000
 KEYPOINT_CONVENTION = ("x' = x * scale_x + offset_x, y' = y * scale_y + offset_y, continuous coordinates (the image "
                        "spans [0, W] x [0, H], pixel i covers [i, i + 1)); a keypoint at 0, 0 or of confidence 0 is "
                        "missing and stays 0, 0, 0")
@@ -346,16 +310,18 @@ def load_placements(split_dir):
 # ---------------------------------------------------------------------------------------------------
 # Reading inputs
 
-def open_image(path, what='image'):
-    """Image.open + load, with a user error naming the file for anything unreadable."""
+def open_image(path, load=True):
+    """Image.open (+ load, unless only the header is wanted), with a user error naming the file for anything
+    unreadable."""
     try:
         image = Image.open(path)
-        image.load()
+        if load:
+            image.load()
         return image
     except FileNotFoundError:
         raise PrepareError(f'{shown(str(path))}: file not found') from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise PrepareError(f'{shown(str(path))}: cannot be read as an {what} ({error}); fix: export it again as '
+        raise PrepareError(f'{shown(str(path))}: cannot be read as an image ({error}); fix: export it again as '
                            f'JPEG or PNG') from None
 
 
@@ -375,30 +341,26 @@ def upright(image):
 
 
 def sixteen_bit_to_8(image):
-    """A 16-bit (I;16) grayscale image -> L, 65535 -> 255; a 32-bit (I) one is scaled only if it exceeds 255."""
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith('I;16') or values.max(initial=0) > 255:
-        values = values / 257.0
+    """A 16-bit grayscale image -> L, 65535 -> 255."""
+    values = np.asarray(image).astype(np.float64) / 257.0
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), 'L')
 
 
-def to_rgb(image):
-    """Any photo -> 8-bit RGB: transparency composited on white, 16-bit grayscale scaled, the rest converted."""
-    if image.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
+def to_rgb(image, path=''):
+    """A photo -> 8-bit RGB: 16-bit grayscale scaled, the rest as cp_dataset loads it (transparency composited
+    on white); a mode nothing converts (32-bit, float) is a PrepareError naming ``path``."""
+    if image.mode in SIXTEEN_BIT_MODES:
         return sixteen_bit_to_8(image).convert('RGB')
-    if image.mode == 'F':
-        values = np.asarray(image)
-        values = values * 255 if values.max(initial=0) <= 1 else values
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), 'L').convert('RGB')
-    if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
-        return composite_on_white(image)
-    return image if image.mode == 'RGB' else image.convert('RGB')
+    try:
+        return image if image.mode == 'RGB' else rgb_fix(image, str(path)).apply(image)
+    except DataError as error:      # a mode nothing converts; a PrepareError, collected with the others
+        raise PrepareError(str(error)) from None
 
 
 def load_photo(path):
     """(upright RGB PIL image, EXIF orientation, stored size) of a person or cloth photo."""
-    image, orientation, stored_size = upright(open_image(path, 'image'))
-    return to_rgb(image), orientation, stored_size
+    image, orientation, stored_size = upright(open_image(path))
+    return to_rgb(image, path), orientation, stored_size
 
 
 def size_problem(path, size, photo_path, photo_size, stored_size, orientation, what):
@@ -439,13 +401,12 @@ def read_openpose(path, photo_size, stored_size=None, orientation=1):
                            f'OpenPose\'s --write_json')
     if not people:
         raise MissingInput(f'{where}: OpenPose found no person in this photo ("people" is empty); fix: use a photo '
-                           f'where the whole upper body is visible, or leave the photo out (--skip_missing)')
+                           f'where the whole upper body is visible, or leave the photo out')
     candidates = []
     for index, person in enumerate(people):
-        values = next((person[key] for key in ('pose_keypoints_2d', 'pose_keypoints')
-                       if isinstance(person, dict) and key in person), None)
+        values = next((person[key] for key in POSE_KEYS if isinstance(person, dict) and key in person), None)
         if values is None:
-            raise PrepareError(f'{where}: person {index + 1} has no "pose_keypoints_2d" or "pose_keypoints"; fix: '
+            raise PrepareError(f'{where}: person {index + 1} has no {" or ".join(map(repr, POSE_KEYS))}; fix: '
                                f'write it with OpenPose\'s --write_json')
         try:
             keypoints = np.asarray(values, dtype=np.float64).reshape(-1, 3)
@@ -477,7 +438,7 @@ def check_keypoints_in_photo(keypoints, where, photo_size, stored_size, orientat
     present = keypoints_present(keypoints)
     if not present.any():
         raise MissingInput(f'{where}: every keypoint is missing (confidence 0); fix: use a photo where the person '
-                           f'is visible, or leave the photo out (--skip_missing)')
+                           f'is visible, or leave the photo out')
     xy = keypoints[present, :2]
     width, height = photo_size
     if max(width, height) > 8 and np.abs(xy).max() <= 1.0:
@@ -581,9 +542,10 @@ def colours_to_labels(rgb, path):
     indices = labels[inverse.reshape(codes.shape)]
     if max(labels) < UNTELLING_LABELS:
         return indices, 'label values', families_by_values(int(max(labels)))
-    if lip_fits:
-        return indices, 'RGB rendering in LIP colours', frozenset({'lip'})
-    return indices, 'RGB rendering in SCHP colours', families_by_values(int(max(labels)))
+    # Colours do not tell the set: Graphonomy draws its ATR and Pascal outputs in LIP's colours too, so
+    # only the labels used (18 and 19 exist in the 20-label sets alone) can.
+    palette = 'LIP' if lip_fits else 'SCHP'
+    return indices, f'RGB rendering in {palette} colours', families_by_values(int(max(labels)))
 
 
 def decode_parse(image, path):
@@ -598,7 +560,7 @@ def decode_parse(image, path):
     if mode == 'RGB':
         indices, evidence, families = colours_to_labels(np.asarray(image), path)
         return DecodedParse(indices, evidence, families)
-    if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
+    if mode in SIXTEEN_BIT_MODES:
         values = np.asarray(image)
         if values.min(initial=0) < 0 or values.max(initial=0) > 255:
             raise PrepareError(f'{shown(str(path))}: label values {int(values.min())}..{int(values.max())}, more than '
@@ -616,7 +578,11 @@ def decode_parse(image, path):
         colours = {label: palette[label] if label < len(palette) else None for label in used}
         if all(label < NUM_LIP_LABELS and colour in (LIP_PALETTE[label], VITON_LIP_PALETTE[label])
                for label, colour in colours.items()):
-            return DecodedParse(indices, 'palette PNG with the LIP palette', frozenset({'lip'}))
+            if any(VITON_LIP_PALETTE[label] != LIP_PALETTE[label] and colour == VITON_LIP_PALETTE[label]
+                   for label, colour in colours.items()):
+                return DecodedParse(indices, 'palette PNG with VITON\'s LIP palette', frozenset({'lip'}))
+            # other parsers put LIP's palette on other label sets (see colours_to_labels)
+            return DecodedParse(indices, 'palette PNG with the LIP palette', families_by_values(used[-1]))
         if all(colour == SCHP_PALETTE[label] for label, colour in colours.items()):
             entries = len(palette)
             by_size = {20: 'lip', 18: 'atr', 7: 'pascal'}
@@ -632,8 +598,7 @@ def decode_parse(image, path):
 
 def read_parse(path, photo_path, photo_size, stored_size, orientation):
     """DecodedParse of a parse map file, checked to have its photo's (upright) size."""
-    image = open_image(path, 'image')
-    image, _, _ = upright(image)
+    image, _, _ = upright(open_image(path))
     problem = size_problem(path, image.size, photo_path, photo_size, stored_size, orientation, 'parse map')
     if problem:
         raise problem
@@ -722,13 +687,13 @@ LABEL_SET_WARNINGS = {
 
 def read_user_mask(path, photo_path, photo_size, stored_size, orientation):
     """A user's cloth mask -> bool [H, W] of the photo's (upright) size: grayscale >= 128, transparent = black."""
-    image, _, _ = upright(open_image(path, 'image'))
+    image, _, _ = upright(open_image(path))
     problem = size_problem(path, image.size, photo_path, photo_size, stored_size, orientation, 'cloth mask')
     if problem:
         raise problem
-    if image.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
+    if image.mode in SIXTEEN_BIT_MODES:
         gray = sixteen_bit_to_8(image)
-    elif image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
+    elif image.mode in ALPHA_MODES or 'transparency' in image.info:
         black = Image.new('RGBA', image.size, (0, 0, 0, 255))
         gray = Image.alpha_composite(black, image.convert('RGBA')).convert('L')
     else:
@@ -736,17 +701,9 @@ def read_user_mask(path, photo_path, photo_size, stored_size, orientation):
     return np.asarray(gray) >= 128
 
 
-def automatic_mask(photo, path):
-    try:
-        from cloth_mask import cloth_mask
-    except ImportError as error:
-        raise PrepareError(f'--cloth_masks: no cloth masks given and cloth_mask.py cannot be imported ({error}); fix: '
-                           f'pass --cloth_masks DIR with a mask per cloth') from None
-    mask = np.asarray(cloth_mask(np.asarray(photo)), dtype=bool)
-    if mask.shape != (photo.size[1], photo.size[0]):
-        raise PrepareError(f'{shown(str(path))}: cloth_mask returned a {mask.shape} mask for a {photo.size[0]}x'
-                           f'{photo.size[1]} photo')
-    return mask
+def automatic_mask(photo):
+    from cloth_mask import cloth_mask     # imported when needed: it loads scipy and scikit-image
+    return cloth_mask(np.asarray(photo))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -769,18 +726,20 @@ class PreparedCloth:
     notes: list = field(default_factory=list)
 
 
-def prepare_person(photo_path, pose_path, parse_path, size=(192, 256), parse_labels=None):
+def prepare_person(photo_path, pose_path, parse_path, size=(192, 256), parse_labels=None, decoded=None):
     """A person photo, its OpenPose JSON and its parse map -> PreparedPerson at ``size`` (W, H).
     ``parse_labels``: 'lip', 'cihp', 'atr' or 'pascal'; None detects it from this parse map (see
     detect_label_set), raising where the file does not tell. Raises PrepareError (a one-line user error) for
-    anything unusable; ``notes`` holds lines worth printing (several people in the pose file, the label set)."""
+    anything unusable; ``notes`` holds lines worth printing (several people in the pose file, the label set).
+    ``decoded``: the parse map's DecodedParse where the caller has read it already (see read_parse)."""
     if parse_labels is not None and parse_labels not in LABEL_TABLES:
         raise ValueError(f'parse_labels must be one of {PARSE_LABEL_SETS}, got {parse_labels!r}')
     photo, orientation, stored_size = load_photo(photo_path)
     placement = fit(photo.size, size, orientation, photo_path)
     keypoints, note = read_openpose(pose_path, photo.size, stored_size, orientation)
     notes = [note] if note else []
-    decoded = read_parse(parse_path, photo_path, photo.size, stored_size, orientation)
+    if decoded is None:
+        decoded = read_parse(parse_path, photo_path, photo.size, stored_size, orientation)
     if parse_labels is None:
         parse_labels, line = detect_label_set([(parse_path, decoded)])
         notes.append(line)
@@ -788,6 +747,9 @@ def prepare_person(photo_path, pose_path, parse_path, size=(192, 256), parse_lab
         notes.append(f'warning: {shown(str(parse_path))}: its {decoded.evidence} suggests '
                      f'{" or ".join(sorted(decoded.families)) or "no label set"}, but it is read as {parse_labels}')
     labels = place_labels(to_lip(decoded.indices, parse_labels, parse_path), placement)
+    if not np.isin(labels, CLOTH_LABELS).any():
+        notes.append(f'warning: {shown(str(parse_path))}: no upper-clothes, dress or coat (LIP labels '
+                     f'{", ".join(map(str, CLOTH_LABELS))}): the GMM has no cloth region to warp onto for this person')
     return PreparedPerson(place_photo(photo, placement), labels, place_keypoints(keypoints, placement), placement,
                           notes)
 
@@ -797,15 +759,15 @@ def prepare_cloth(photo_path, mask_path=None, size=(192, 256)):
     photo, orientation, stored_size = load_photo(photo_path)
     placement = fit(photo.size, size, orientation, photo_path)
     if mask_path is None:
-        mask = automatic_mask(photo, photo_path)
+        mask = automatic_mask(photo)
         where = f'cloth_mask.cloth_mask of {shown(str(photo_path))}'
     else:
         mask = read_user_mask(mask_path, photo_path, photo.size, stored_size, orientation)
         where = shown(str(mask_path))
     placed = place_mask(mask, placement)
     if not placed.any():
-        raise PrepareError(f'{where}: the cloth mask is empty (no pixel >= 128); fix: pass --cloth_masks DIR with a '
-                           f'mask that is white on the cloth')
+        raise PrepareError(f'{where}: the cloth mask is empty (no pixel >= 128); fix: give a mask that is white on '
+                           f'the cloth')
     notes = []
     if mask.all():
         notes.append(f'warning: {where}: the cloth mask covers the whole photo (no background found)')
@@ -834,6 +796,16 @@ def save_photo(image, placement, path):
     image.save(path, quality=PHOTO_JPEG_QUALITY)
 
 
+def split_folders(image_mask):
+    """The folders of a split, relative to it: SPLIT_FOLDERS, and image-mask/ with ``image_mask``."""
+    return SPLIT_FOLDERS + ((IMAGE_MASK_FOLDER,) if image_mask else ())
+
+
+def viton_name(stem):
+    """The file name an input photo of ``stem`` gets in the split (image/, cloth/) and in the pairs files."""
+    return stem + '.jpg'
+
+
 def write_person(split_dir, name, person, image_mask=False):
     """Write a PreparedPerson as image/<name>, image-parse/, pose/ (and image-mask/) of ``split_dir``."""
     save_photo(person.image, person.placement, osp.join(split_dir, 'image', name))
@@ -842,7 +814,7 @@ def write_person(split_dir, name, person, image_mask=False):
         json.dump(openpose_record(person.keypoints), f)
     if image_mask:
         Image.fromarray(((person.parse > 0) * 255).astype(np.uint8), 'L').save(
-            osp.join(split_dir, 'image-mask', parse_file_name(name)))
+            osp.join(split_dir, IMAGE_MASK_FOLDER, parse_file_name(name)))
 
 
 def write_cloth(split_dir, name, cloth):
@@ -856,7 +828,7 @@ def write_cloth(split_dir, name, cloth):
 
 def stem_problem(stem):
     """Why the stem cannot name a VITON file, or None."""
-    name = stem + '.jpg'
+    name = viton_name(stem)
     problem = name_problem(name)
     if problem:
         return f'the name {name!r} {problem}'
@@ -867,11 +839,8 @@ def stem_problem(stem):
     return None
 
 
-def list_images(folder, flag, lines):
-    """{stem: path} of the image files directly in ``folder``; other files are listed in ``lines``."""
-    if not osp.isdir(folder):
-        raise PrepareError(f'{flag} {shown(folder)}: no such folder; fix: pass the folder that holds the '
-                           f'{"photos" if flag != "--cloth_masks" else "masks"}')
+def list_images(folder, flag, log):
+    """{stem: path} of the image files directly in ``folder`` (checked to exist); other files are logged."""
     found, ignored, errors = {}, [], []
     for entry in sorted(os.listdir(folder)):
         path = osp.join(folder, entry)
@@ -893,7 +862,7 @@ def list_images(folder, flag, lines):
     if errors:
         raise PrepareError('\n'.join(errors))
     if ignored:
-        lines.append(f'note: {flag} {shown(folder)}: ignored {len(ignored)} entries that are not image files: '
+        log(f'note: {flag} {shown(folder)}: ignored {len(ignored)} entries that are not image files: '
                      f'{", ".join(shown(e) for e in ignored[:8])}{" ..." if len(ignored) > 8 else ""}')
     return found
 
@@ -916,9 +885,7 @@ def lookup(name, found):
 
 
 def read_pairs_file(path, persons, cloths):
-    """[(person stem, cloth stem)] of a --pairs file naming input files."""
-    if not osp.isfile(path):
-        raise PrepareError(f'--pairs {shown(path)}: file not found')
+    """[(person stem, cloth stem)] of a --pairs file (checked to exist) naming input files."""
     pairs, errors = [], []
     for line_no, fields, line in pairs_file_lines(path):
         where = f'--pairs {shown(path)}, line {line_no}'
@@ -972,9 +939,9 @@ def mask_index(folder):
     return index
 
 
-def find_mask(folder, stem, index=None):
-    """The user's mask of the cloth ``stem``: <stem>.<any image extension> in ``folder``, or None."""
-    found = (mask_index(folder) if index is None else index).get(stem, [])
+def find_mask(folder, stem, index):
+    """The user's mask of the cloth ``stem`` (``index``: mask_index(folder)), or None."""
+    found = index.get(stem, [])
     if len(found) > 1:
         raise PrepareError(f'--cloth_masks {shown(folder)}: {len(found)} masks for the cloth {shown(stem)} '
                            f'({", ".join(found)}); fix: keep one')
@@ -986,15 +953,45 @@ def inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def split_is_ours(split_dir):
+def own_record(split_dir):
+    """The placement record of a split that prepare_data.py wrote, or None for any other folder."""
     try:
         with open(osp.join(split_dir, PLACEMENT_FILE)) as f:
-            return json.load(f).get('made_by') == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get('made_by') == MADE_BY else None
+
+
+def written_entries(record):
+    """The paths, relative to the split, that prepare_data.py writes for the split ``record`` describes."""
+    entries = {PLACEMENT_FILE, *split_folders(image_mask=True)}
+    for name in record.get('image', {}):
+        entries |= {f'image/{name}', f'image-parse/{parse_file_name(name)}', f'pose/{pose_file_name(name)}',
+                    f'{IMAGE_MASK_FOLDER}/{parse_file_name(name)}'}
+    for name in record.get('cloth', {}):
+        entries |= {f'cloth/{name}', f'cloth-mask/{name}'}
+    return entries
+
+
+def foreign_entries(split_dir, record):
+    """The entries of ``split_dir`` (and of its folders) that prepare_data.py did not write, sorted."""
+    found = []
+    for entry in sorted(os.listdir(split_dir)):
+        found.append(entry)
+        if entry in split_folders(image_mask=True) and osp.isdir(osp.join(split_dir, entry)):
+            found += [f'{entry}/{name}' for name in sorted(os.listdir(osp.join(split_dir, entry)))]
+    expected = written_entries(record)
+    return [entry for entry in found if entry not in expected]
+
+
+def listed(entries, most=3):
+    return ', '.join(shown(e) for e in entries[:most]) + (f' and {len(entries) - most} more' if len(entries) > most
+                                                          else '')
 
 
 def check_output(args, split_dir, pairs_paths):
+    """Refuse outputs that overlap an input, and anything --overwrite would delete that is not ours."""
     inputs = [(flag, getattr(args, name)) for flag, name in (('--persons', 'persons'), ('--clothes', 'clothes'),
                                                               ('--poses', 'poses'), ('--parses', 'parses'),
                                                               ('--cloth_masks', 'cloth_masks')) if getattr(args, name)]
@@ -1003,9 +1000,10 @@ def check_output(args, split_dir, pairs_paths):
             raise PrepareError(f'--out {shown(args.out)}: the split folder {shown(split_dir)} and the input folder '
                                f'{flag} {shown(folder)} overlap; fix: write the dataset elsewhere (the inputs are '
                                f'never modified)')
-    if args.pairs and any(osp.exists(p) and osp.samefile(p, args.pairs) for p in pairs_paths):
-        raise PrepareError(f'--pairs {shown(args.pairs)} is the pairs file this command would write; fix: pass a copy '
-                           f'of it or another --out')
+    if args.pairs and (inside(args.pairs, split_dir)
+                       or any(osp.exists(p) and osp.samefile(p, args.pairs) for p in pairs_paths)):
+        raise PrepareError(f'--pairs {shown(args.pairs)} lies where this command writes ({shown(split_dir)} or its '
+                           f'pairs files); fix: pass a copy of it from elsewhere, or another --out')
     existing = [p for p in pairs_paths if osp.exists(p)]
     if osp.isdir(split_dir) and os.listdir(split_dir):
         existing.insert(0, split_dir)
@@ -1015,17 +1013,23 @@ def check_output(args, split_dir, pairs_paths):
         raise PrepareError(f'--out: {shown(split_dir)} exists and is not a folder; fix: choose another --out')
     if not existing:
         return
-    listed = ', '.join(shown(p) for p in existing)
     if not args.overwrite:
-        raise PrepareError(f'--out {shown(args.out)} already holds the {args.datamode} split ({listed}); nothing was '
-                           f'written; fix: pass --overwrite to replace it, or choose another --out')
-    if split_dir in existing and not split_is_ours(split_dir):
+        raise PrepareError(f'--out {shown(args.out)} already holds the {args.datamode} split ({listed(existing)}); '
+                           f'nothing was written; fix: pass --overwrite to replace it, or choose another --out')
+    record = own_record(split_dir)
+    if record is None:
         raise PrepareError(f'--overwrite: {shown(split_dir)} was not written by prepare_data.py (no {PLACEMENT_FILE} '
-                           f'of it), so it is not replaced even with --overwrite; fix: remove it yourself or choose '
-                           f'another --out')
+                           f'of it), so {listed(existing)} is not replaced even with --overwrite; fix: remove it '
+                           f'yourself or choose another --out')
+    foreign = foreign_entries(split_dir, record)
+    if foreign:
+        raise PrepareError(f'--overwrite: {shown(split_dir)} holds {len(foreign)} entries that prepare_data.py did '
+                           f'not write ({listed(foreign)}), which replacing the split would delete; fix: move them '
+                           f'out of it (and back in afterwards), or choose another --out')
 
 
 def write_lines(path, lines):
+    """Write ``lines`` to ``path``, one per line (a pairs file)."""
     with open(path, 'w') as f:
         f.writelines(line + '\n' for line in lines)
 
@@ -1065,6 +1069,7 @@ class Plan:
     poses: dict = field(default_factory=dict)      # person stem -> pose path
     parses: dict = field(default_factory=dict)
     masks: dict = field(default_factory=dict)      # cloth stem -> mask path (or None: automatic)
+    decoded: dict = field(default_factory=dict)    # person stem -> DecodedParse, where detection read it
 
 
 def plan_split(args, log):
@@ -1079,11 +1084,14 @@ def plan_split(args, log):
         if args.datamode == 'train':
             others = [p for p in pairs if not same_cloth(*p)]
             if others:
-                log.append(f'note: --datamode train: {len(others)} of the {len(pairs)} pairs of --pairs are not '
+                log(f'note: --datamode train: {len(others)} of the {len(pairs)} pairs of --pairs are not '
                            f'same-cloth by their names (e.g. {others[0][0]} + {others[0][1]}); the GMM learns to warp '
                            f'each pair\'s cloth onto where that person wears a cloth, so be sure they wear it')
     elif args.datamode == 'test':
         pairs = [(p, c) for p in sorted(persons) for c in sorted(cloths)]
+        if len(pairs) > MANY_PAIRS:
+            log(f'note: --datamode test: {len(persons)} persons x {len(cloths)} cloths = {len(pairs)} pairs, each a '
+                f'try-on that steps 2-5 compute; pass --pairs FILE to choose the ones you want')
     else:
         pairs = [(p, c) for p in sorted(persons) for c in sorted(cloths) if same_cloth(p, c)]
         if not pairs:
@@ -1092,7 +1100,7 @@ def plan_split(args, log):
                                'person with the cloth they wear; fix: name them so, or pass --pairs FILE')
         unused = sorted(set(persons) - {p for p, _ in pairs})
         if unused:
-            log.append(f'note: --datamode train: {len(unused)} person photos have no cloth of their name and are left '
+            log(f'note: --datamode train: {len(unused)} person photos have no cloth of their name and are left '
                        f'out: {", ".join(unused[:8])}{" ..." if len(unused) > 8 else ""}')
     used_persons = {p: persons[p] for p in dict.fromkeys(p for p, _ in pairs)}
     used_cloths = {c: cloths[c] for c in dict.fromkeys(c for _, c in pairs)}
@@ -1135,7 +1143,7 @@ def find_inputs(args, plan, log):
         raise PrepareError(with_summary([f'{line} (or pass --skip_missing to leave it out)' for _, _, line in missing],
                                         'missing input files'))
     for kind, stem, line in missing:
-        log.append(f'skipped: {line.split("; fix:")[0]}')
+        log(f'skipped: {line.split("; fix:")[0]}')
     drop(plan, {s for k, s, _ in missing if k == 'person'}, {s for k, s, _ in missing if k == 'cloth'})
 
 
@@ -1148,41 +1156,38 @@ def with_summary(lines, what):
 
 def drop(plan, persons, cloths):
     plan.pairs = [(p, c) for p, c in plan.pairs if p not in persons and c not in cloths]
-    for name, left_out in (('persons', persons), ('poses', persons), ('parses', persons), ('cloths', cloths),
-                           ('masks', cloths)):
+    for name, left_out in (('persons', persons), ('poses', persons), ('parses', persons), ('decoded', persons),
+                           ('cloths', cloths), ('masks', cloths)):
         setattr(plan, name, {s: v for s, v in getattr(plan, name).items() if s not in left_out})
     if not plan.pairs:
         raise PrepareError('--skip_missing: no pair is left once the photos without their inputs are left out')
 
 
 def choose_label_set(args, plan, log):
-    """The label set to convert with: --parse_labels, or detected from every parse map."""
+    """The label set to convert with: --parse_labels, or detected from every parse map (whose decoding is kept
+    in ``plan.decoded`` for build_split)."""
     if args.parse_labels:
         label_set, told = args.parse_labels, f'parse labels: {args.parse_labels} (--parse_labels)'
     else:
-        decoded, errors = [], []
+        errors = []
         for stem, parse in plan.parses.items():
             try:
                 photo, orientation, stored = probe_photo(plan.persons[stem])
-                decoded.append((parse, read_parse(parse, plan.persons[stem], photo, stored, orientation)))
+                plan.decoded[stem] = read_parse(parse, plan.persons[stem], photo, stored, orientation)
             except PrepareError as error:
                 errors.append(str(error))
         if errors:
             raise PrepareError(with_summary(errors, 'files cannot be used'))
-        label_set, told = detect_label_set(decoded)
-    log.append(told)
-    log.extend(LABEL_SET_WARNINGS.get(label_set, []))
+        label_set, told = detect_label_set([(plan.parses[stem], decoded) for stem, decoded in plan.decoded.items()])
+    for line in [told] + LABEL_SET_WARNINGS.get(label_set, []):
+        log(line)
     return label_set
 
 
 def probe_photo(path):
     """(upright size, EXIF orientation, stored size) of a photo, from its header."""
-    try:
-        with Image.open(path) as image:
-            orientation, stored = exif_orientation(image), image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise PrepareError(f'{shown(str(path))}: cannot be read as an image ({error}); fix: export it again as JPEG '
-                           f'or PNG') from None
+    with open_image(path, load=False) as image:
+        orientation, stored = exif_orientation(image), image.size
     swapped = orientation in (5, 6, 7, 8)
     return (stored[::-1] if swapped else stored), orientation, stored
 
@@ -1190,8 +1195,7 @@ def probe_photo(path):
 def build_split(args, plan, label_set, staging, log):
     """Write every file of the split into ``staging``; returns the placement record. Collects every error."""
     size = (args.fine_width, args.fine_height)
-    folders = ['image', 'image-parse', 'pose', 'cloth', 'cloth-mask'] + (['image-mask'] if args.image_mask else [])
-    for folder in folders:
+    for folder in split_folders(args.image_mask):
         os.makedirs(osp.join(staging, folder))
     record = {'made_by': MADE_BY, 'version': 1, 'datamode': args.datamode, 'fine_width': args.fine_width,
               'fine_height': args.fine_height, 'parse_labels': label_set, 'keypoint_convention': KEYPOINT_CONVENTION,
@@ -1199,29 +1203,32 @@ def build_split(args, plan, label_set, staging, log):
     errors, skipped_persons = [], set()
     for stem, photo in plan.persons.items():
         try:
-            person = prepare_person(photo, plan.poses[stem], plan.parses[stem], size, label_set)
+            person = prepare_person(photo, plan.poses[stem], plan.parses[stem], size, label_set,
+                                    decoded=plan.decoded.get(stem))
         except MissingInput as error:
             if not args.skip_missing:
-                errors.append(str(error))
+                errors.append(f'{error}; or pass --skip_missing to leave it out')
             else:
-                log.append(f'skipped: {str(error).split("; fix:")[0]}')
+                log(f'skipped: {str(error).split("; fix:")[0]}')
                 skipped_persons.add(stem)
             continue
         except PrepareError as error:
             errors.append(str(error))
             continue
-        log.extend(person.notes)
-        write_person(staging, stem + '.jpg', person, args.image_mask)
-        record['image'][stem + '.jpg'] = person.placement.to_dict()
+        for note in person.notes:
+            log(note)
+        write_person(staging, viton_name(stem), person, args.image_mask)
+        record['image'][viton_name(stem)] = person.placement.to_dict()
     for stem, photo in plan.cloths.items():
         try:
             cloth = prepare_cloth(photo, plan.masks[stem], size)
         except PrepareError as error:
             errors.append(str(error))
             continue
-        log.extend(cloth.notes)
-        write_cloth(staging, stem + '.jpg', cloth)
-        record['cloth'][stem + '.jpg'] = cloth.placement.to_dict()
+        for note in cloth.notes:
+            log(note)
+        write_cloth(staging, viton_name(stem), cloth)
+        record['cloth'][viton_name(stem)] = cloth.placement.to_dict()
     if errors:
         raise PrepareError(with_summary(errors, 'files cannot be used'))
     if skipped_persons:
@@ -1241,18 +1248,52 @@ def run_data_check(args, pairs_name, log=print):
     return report
 
 
-class Echo:
-    """A list-like sink for message lines that logs each line as it is added."""
+def process_alive(pid):
+    if os.name != 'posix':
+        return True     # Windows' os.kill(pid, 0) would end the process; keep its folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True     # alive, another user's
+    return True
 
-    def __init__(self, log):
-        self.log = log
 
-    def append(self, line):
-        self.log(line)
+def clean_up_after_killed_runs(out, split_dir, datamode, log):
+    """Remove the staging folders of runs that were killed (SIGKILL, power loss) before they could, and put
+    back an old split that such a run had moved aside but not yet replaced."""
+    if not osp.isdir(out):
+        return
+    for entry in sorted(os.listdir(out)):
+        for prefix, is_backup in ((STAGING_PREFIX, False), (BACKUP_PREFIX, True)):
+            prefix = prefix.format(datamode=datamode)
+            pid = entry[len(prefix):]
+            if not (entry.startswith(prefix) and pid.isdigit()) or process_alive(int(pid)):
+                continue
+            path = osp.join(out, entry)
+            if is_backup and not osp.exists(split_dir):
+                os.replace(path, split_dir)
+                log(f'note: put back {shown(split_dir)}, which a killed run (process {pid}) had moved to {shown(path)}')
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                log(f'note: removed {shown(path)}, left by a killed run (process {pid})')
 
-    def extend(self, lines):
-        for line in lines:
-            self.log(line)
+
+def move_into_place(staging, split_dir, backup):
+    """Replace ``split_dir`` by ``staging``: the old split is moved to ``backup`` and put back if the move of the
+    new one fails, so a failure never loses both."""
+    had_old = osp.isdir(split_dir)
+    if had_old:
+        os.replace(split_dir, backup)
+    try:
+        os.replace(staging, split_dir)
+    except BaseException:
+        if had_old:
+            os.replace(backup, split_dir)
+        raise
+    if had_old:
+        shutil.rmtree(backup, ignore_errors=True)    # a leftover is removed by the next run
 
 
 def prepare_dataset(args, log=print):
@@ -1273,28 +1314,27 @@ def prepare_dataset(args, log=print):
     split_dir = osp.join(args.out, args.datamode)
     pairs_name, paired_name = f'{args.datamode}_pairs.txt', f'{args.datamode}_pairs_paired.txt'
     pairs_paths = [osp.join(args.out, pairs_name), osp.join(args.out, paired_name)]
+    clean_up_after_killed_runs(args.out, split_dir, args.datamode, log)
     check_output(args, split_dir, pairs_paths)
-    lines = Echo(log)
-    plan = plan_split(args, lines)
-    find_inputs(args, plan, lines)
-    label_set = choose_label_set(args, plan, lines)
+    plan = plan_split(args, log)
+    find_inputs(args, plan, log)
+    label_set = choose_label_set(args, plan, log)
     made_out = not osp.exists(args.out)
     os.makedirs(args.out, exist_ok=True)
-    staging = osp.join(args.out, f'.{args.datamode}.prepare-{os.getpid()}')
+    staging = osp.join(args.out, STAGING_PREFIX.format(datamode=args.datamode) + str(os.getpid()))
+    backup = osp.join(args.out, BACKUP_PREFIX.format(datamode=args.datamode) + str(os.getpid()))
     if osp.exists(staging):
         shutil.rmtree(staging)
     try:
-        build_split(args, plan, label_set, staging, lines)
-        if osp.isdir(split_dir):
-            shutil.rmtree(split_dir)      # check_output allowed it: empty, or ours with --overwrite
-        os.replace(staging, split_dir)
+        build_split(args, plan, label_set, staging, log)
+        move_into_place(staging, split_dir, backup)   # check_output allowed it: empty, or ours with --overwrite
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if made_out and not os.listdir(args.out):
             os.rmdir(args.out)            # leave no trace of a run that wrote nothing
         raise
-    pairs = [f'{p}.jpg {c}.jpg' for p, c in plan.pairs]
-    paired = [f'{p}.jpg {c}.jpg' for p, c in plan.pairs if same_cloth(p, c)]
+    pairs = [f'{viton_name(p)} {viton_name(c)}' for p, c in plan.pairs]
+    paired = [f'{viton_name(p)} {viton_name(c)}' for p, c in plan.pairs if same_cloth(p, c)]
     write_lines(pairs_paths[0], pairs)
     if paired:
         write_lines(pairs_paths[1], paired)

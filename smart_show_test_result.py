@@ -37,14 +37,15 @@ from PIL import Image, ImageDraw
 import flags
 from cp_dataset import (LIP_PALETTE, DataError, file_in, pair_key, parse_file_name, pose_file_name, read_keypoints,
                         read_pairs)
-from evaluate import (RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir,
-                      difficulty_subsets, per_pair_scores, ssim_score)
+from evaluate import RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir, per_pair_scores
+from metrics import ssim_score
 from progress import progress
+from subsets import difficulty_subsets
 from visualization import save_image_atomic
 
 PANEL_SIZE = (192, 256)  # width, height
 LABEL_HEIGHT = 14
-WORST_SUBSETS = ('all', 'textured', 'occluded')   # 'all', then evaluate.difficulty_subsets' subsets
+WORST_SUBSETS = ('all', 'textured', 'occluded')   # 'all', then subsets.difficulty_subsets' subsets
 # Limbs of the COCO-18 skeleton, drawn in the verbose strip's pose panel.
 COCO_LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
               (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))

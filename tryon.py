@@ -38,8 +38,8 @@ import test as test_script
 from cp_dataset import CLOTH_LABELS, HEAD_LABELS, DataError, pair_key
 from networks import CheckpointError
 from train import OPTIONS_FILE, read_options
+from visualization import save_image_atomic
 
-METHODS = ('cpvton',)
 STAGE_FLAGS = (('GMM', '--gmm'), ('TOM', '--tom'))
 ARM_LABELS = (14, 15)             # LIP left and right arm: TOM redraws them where the new cloth covers them
 REGION_GROW = 5                   # pixels at the model size by which the pasted region is grown (max filter)
@@ -60,7 +60,8 @@ def get_opt(argv=None):
                         help='their masks, one per --cloth in the same order (default: computed by cloth_mask.py)')
     parser.add_argument('--gmm', required=True, help="the GMM checkpoint (options.json beside it is read)")
     parser.add_argument('--tom', required=True, help="the TOM checkpoint (options.json beside it is read)")
-    parser.add_argument('--method', choices=METHODS, default='cpvton', help='(default: %(default)s)')
+    parser.add_argument('--method', choices=tuple(METHODS), default='cpvton',
+                        help='the method whose checkpoints --gmm and --tom are (default: %(default)s)')
     parser.add_argument('--out', required=True, help='the folder for the results')
     parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='', help='the device to run on (default: the CPU)')
     parser.add_argument('--overwrite', action='store_true', help='replace result files of an earlier try-on')
@@ -83,7 +84,7 @@ def check_checkpoint(path, stage, flag):
         raise DataError(f'{flag} {path}: file not found; pass the {stage} checkpoint (e.g. '
                         f'checkpoints/{stage.lower()}_train_new/{stage.lower()}_final.pth)')
     recorded = read_options(osp.join(osp.dirname(path), OPTIONS_FILE))
-    if recorded and recorded.get('stage') != stage:
+    if recorded and recorded.get('stage', stage) != stage:
         raise DataError(f'{flag} {path} is a {recorded.get("stage")} checkpoint (its {OPTIONS_FILE} says so); '
                         f'pass the {stage} checkpoint to {flag}')
 
@@ -110,22 +111,26 @@ def stem(path):
 
 
 def pair_names(opt):
-    """(person file name, [cloth file names]) in the split: the inputs' stems, as prepare_data.py names them."""
-    cloths = [stem(path) + '.jpg' for path in opt.cloth]
+    """(person file name, [cloth file names]) in the split: the inputs' stems, as prepare_data.py names them;
+    DataError for a stem that cannot name a VITON file (white space, '.jpg' inside, control characters)."""
+    for flag, path in [('--person', opt.person)] + [('--cloth', path) for path in opt.cloth]:
+        if problem := prepare_data.stem_problem(stem(path)):
+            raise DataError(f'{flag} {path}: {problem}; rename the file (letters, digits, _ and -)')
+    cloths = [prepare_data.viton_name(stem(path)) for path in opt.cloth]
     if len(set(cloths)) != len(cloths):
         raise DataError(f'--cloth: two clothes share a file name stem ({", ".join(opt.cloth)}); rename one')
-    return stem(opt.person) + '.jpg', cloths
+    return prepare_data.viton_name(stem(opt.person)), cloths
 
 
 def write_split(opt, split_dir, size):
     """Prepare the person and the clothes at ``size`` (W, H) into ``split_dir``; returns the person's placement."""
-    for folder in ('image', 'image-parse', 'image-mask', 'pose', 'cloth', 'cloth-mask'):
+    for folder in prepare_data.split_folders(image_mask=True):   # image-mask/: for CP-VTON+'s body masks
         os.makedirs(osp.join(split_dir, folder), exist_ok=True)
     person_name, cloth_names = pair_names(opt)
     person = prepare_data.prepare_person(opt.person, opt.pose, opt.parse, size, opt.parse_labels)
     for note in person.notes:
         print(note)
-    prepare_data.write_person(split_dir, person_name, person, image_mask=True)   # for CP-VTON+'s body masks
+    prepare_data.write_person(split_dir, person_name, person, image_mask=True)
     masks = opt.cloth_mask or [None] * len(opt.cloth)
     for path, mask_path, name in zip(opt.cloth, masks, cloth_names):
         cloth = prepare_data.prepare_cloth(path, mask_path, size)
@@ -136,10 +141,9 @@ def write_split(opt, split_dir, size):
 
 
 def write_pairs(dataroot, person_name, cloth_names):
-    path = osp.join(dataroot, 'test_pairs.txt')
-    with open(path, 'w') as f:
-        f.writelines(f'{person_name} {name}\n' for name in cloth_names)
-    return osp.basename(path)
+    """The split's pairs file (the person with each cloth); returns its name under ``dataroot``."""
+    prepare_data.write_lines(osp.join(dataroot, 'test_pairs.txt'), [f'{person_name} {name}' for name in cloth_names])
+    return 'test_pairs.txt'
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -176,6 +180,9 @@ def output_paths(opt):
 
 
 def refuse_existing_results(opt, paths):
+    """DataError, before any work, if --out is no folder or a result of this call would replace an earlier one."""
+    if osp.exists(opt.out) and not osp.isdir(opt.out):
+        raise DataError(f'--out {opt.out} is a file, not a folder; pass a folder for the results')
     existing = [path for files in paths.values() for path in files.values() if osp.exists(path)]
     if existing and not opt.overwrite:
         raise DataError(f'{existing[0]} exists (from an earlier try-on); pass --overwrite to replace it, or '
@@ -201,7 +208,8 @@ def paste_back(photo, tryon, region, placement):
 
 
 def write_results(opt, paths, split_dir, results, placement):
-    """Per cloth: the pasted-back try-on, the model-size try-on and the strip (see the module docstring)."""
+    """Per cloth: the pasted-back try-on, the model-size try-on and the strip (see the module docstring). All are
+    made first and then written, each whole or not at all: a failure leaves no half of a result behind."""
     person_name = pair_names(opt)[0]
     photo = prepare_data.load_photo(opt.person)[0]
     parse = np.asarray(Image.open(osp.join(split_dir, 'image-parse', stem(person_name) + '.png')))
@@ -209,15 +217,19 @@ def write_results(opt, paths, split_dir, results, placement):
                                                 '--result_dir', results['root'],
                                                 '--gmm_checkpoint_name', osp.basename(opt.gmm),
                                                 '--tom_checkpoint_name', osp.basename(opt.tom)])
-    os.makedirs(opt.out, exist_ok=True)
+    images = {}
     for cloth_name, files in paths.items():
         key = pair_key(person_name, cloth_name)
         tryon = Image.open(osp.join(results['TOM'], 'try-on', key)).convert('RGB')
         warped_mask = np.asarray(Image.open(osp.join(results['GMM'], 'warp-mask', key)).convert('L')) >= 128
-        tryon.save(files['model'])
-        paste_back(photo, tryon, pasted_region(parse, warped_mask), placement).save(files['tryon'], quality=95)
-        smart_show_test_result.simple_strip(smart_show_test_result.PairFiles(strip_opt, person_name, cloth_name)
-                                            ).save(files['strip'])
+        images[files['model']] = tryon
+        images[files['tryon']] = paste_back(photo, tryon, pasted_region(parse, warped_mask), placement)
+        images[files['strip']] = smart_show_test_result.simple_strip(
+            smart_show_test_result.PairFiles(strip_opt, person_name, cloth_name))
+    os.makedirs(opt.out, exist_ok=True)
+    for path, image in images.items():
+        save_image_atomic(image, path)
+    for cloth_name, files in paths.items():
         print(f'{cloth_name}: {files["tryon"]} ({photo.size[0]}x{photo.size[1]}), {files["model"]}, {files["strip"]}')
 
 
@@ -225,8 +237,8 @@ def write_results(opt, paths, split_dir, results, placement):
 # One call
 # ----------------------------------------------------------------------------------------------------
 
-def try_on(opt, work):
-    """Prepare, warp, try on and write the results, with ``work`` as the scratch folder."""
+def try_on_cpvton(opt, work):
+    """CP-VTON: prepare, warp (GMM), try on (TOM) and write the results, with ``work`` as the scratch folder."""
     for stage, flag in STAGE_FLAGS:
         check_checkpoint(getattr(opt, flag[2:]), stage, flag)
     paths = output_paths(opt)
@@ -243,18 +255,23 @@ def try_on(opt, work):
     write_results(opt, paths, split_dir, results, placement)
 
 
+# --method: each method's whole try-on (the others join as they are added to the project)
+METHODS = {'cpvton': try_on_cpvton}
+
+
 def main(argv=None):
     opt = get_opt(argv)
     try:
         if opt.keep_work:
             work = osp.join(opt.out, 'work')
             if osp.exists(work):
-                raise DataError(f'{work} exists (kept by an earlier --keep_work); remove it, or drop --keep_work')
-            try_on(opt, work)
+                raise DataError(f'{work} exists (kept by an earlier --keep_work run, or left by one that failed); '
+                                f'remove it, or drop --keep_work')
+            METHODS[opt.method](opt, work)
             print(f'kept the prepared split and the test results in {work}')
         else:
             with tempfile.TemporaryDirectory(prefix='tryon_') as work:
-                try_on(opt, work)
+                METHODS[opt.method](opt, work)
     except (DataError, CheckpointError) as error:   # prepare_data's too: one line, naming the file and the fix
         print(f'error: {error}', file=sys.stderr)
         return 2

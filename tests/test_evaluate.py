@@ -15,6 +15,7 @@ from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
 import evaluate
+import metrics
 from conftest import VITON_SAMPLES, require
 from cp_dataset import pair_key
 
@@ -54,11 +55,11 @@ def flat_ssim(a, b):
 def test_ssim_score_is_skimages_rgb_ssim():
     image, reference = smooth_image(1), smooth_image(2)
     expected = structural_similarity(image, reference, channel_axis=-1, **SKIMAGE_SETTINGS)
-    assert evaluate.ssim_score(image, reference) == pytest.approx(expected, abs=1e-12)
-    assert evaluate.ssim_score(reference, reference) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.ssim_score(image, reference) == pytest.approx(expected, abs=1e-12)
+    assert metrics.ssim_score(reference, reference) == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize('score', [evaluate.ssim_score, evaluate.matlab_ssim_score])
+@pytest.mark.parametrize('score', [metrics.ssim_score, metrics.matlab_ssim_score])
 def test_ssim_by_hand(score):
     image = smooth_image(3)
     assert score(image, image) == pytest.approx(1.0, abs=1e-12)
@@ -72,20 +73,20 @@ def test_matlab_ssim_is_skimages_map_inside_the_border_for_one_channel():
     # skimage and MATLAB use the same 11-tap Gaussian; they differ only in MATLAB keeping the 5-pixel border
     image, reference = smooth_image(4)[..., 0], add_noise(smooth_image(4), 12)[..., 0]
     _, skimage_map = structural_similarity(image, reference, full=True, **SKIMAGE_SETTINGS)
-    matlab_map = evaluate.matlab_ssim_map(image, reference)
+    matlab_map = metrics.matlab_ssim_map(image, reference)
     np.testing.assert_allclose(matlab_map[5:-5, 5:-5], skimage_map[5:-5, 5:-5], atol=1e-10)
-    assert evaluate.matlab_ssim_score(image, reference) == pytest.approx(matlab_map.mean())
+    assert metrics.matlab_ssim_score(image, reference) == pytest.approx(matlab_map.mean())
 
 
 def test_matlab_ssim_treats_rgb_as_a_volume():
     gray, gray_noisy = smooth_image(5)[..., 0], add_noise(smooth_image(5), 15)[..., 1]
     # Equal channels: the replicate-padded channel axis changes nothing, so the volume gives the 2-D result.
     as_rgb = np.repeat(gray[..., None], 3, axis=2), np.repeat(gray_noisy[..., None], 3, axis=2)
-    assert evaluate.matlab_ssim_score(*as_rgb) == pytest.approx(evaluate.matlab_ssim_score(gray, gray_noisy), abs=1e-12)
+    assert metrics.matlab_ssim_score(*as_rgb) == pytest.approx(metrics.matlab_ssim_score(gray, gray_noisy), abs=1e-12)
     # Unequal channels: the 3-D window mixes them, so the volume is not the mean of per-channel 2-D SSIMs.
     image, noisy = smooth_image(6), add_noise(smooth_image(6), 15)
-    per_channel = np.mean([evaluate.matlab_ssim_score(image[..., c], noisy[..., c]) for c in range(3)])
-    assert abs(evaluate.matlab_ssim_score(image, noisy) - per_channel) > 1e-3
+    per_channel = np.mean([metrics.matlab_ssim_score(image[..., c], noisy[..., c]) for c in range(3)])
+    assert abs(metrics.matlab_ssim_score(image, noisy) - per_channel) > 1e-3
 
 
 def test_ssim_on_real_viton_photos():
@@ -93,11 +94,11 @@ def test_ssim_on_real_viton_photos():
     photo = np.asarray(Image.open(folder / '000001_0.jpg').convert('RGB'))
     blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(1.5)))
     other_person = np.asarray(Image.open(folder / '000010_0.jpg').convert('RGB'))
-    for score in (evaluate.ssim_score, evaluate.matlab_ssim_score):
+    for score in (metrics.ssim_score, metrics.matlab_ssim_score):
         assert score(photo, photo) == pytest.approx(1.0, abs=1e-12)
         assert 1.0 > score(blurred, photo) > score(other_person, photo) > 0.0
     expected = structural_similarity(blurred, photo, channel_axis=-1, **SKIMAGE_SETTINGS)
-    assert evaluate.ssim_score(blurred, photo) == pytest.approx(expected, abs=1e-12)
+    assert metrics.ssim_score(blurred, photo) == pytest.approx(expected, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------- IoU
@@ -106,10 +107,10 @@ def test_mask_iou_of_constructed_masks():
     pred, target = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
     pred[0:10, 0:10] = True        # 100 pixels
     target[5:15, 0:10] = True      # 100 pixels, 50 of them shared
-    assert evaluate.mask_iou(pred, target) == pytest.approx(50 / 150)
-    assert evaluate.mask_iou(pred, pred) == 1.0
-    assert evaluate.mask_iou(pred, ~pred) == 0.0
-    assert evaluate.mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+    assert metrics.mask_iou(pred, target) == pytest.approx(50 / 150)
+    assert metrics.mask_iou(pred, pred) == 1.0
+    assert metrics.mask_iou(pred, ~pred) == 0.0
+    assert metrics.mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
 
 
 # ----------------------------------------------------------------------------------------------- FID
@@ -119,7 +120,7 @@ def test_frechet_distance_of_diagonal_gaussians_is_the_closed_form():
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     s1, s2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
     closed_form = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    assert evaluate.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(closed_form, rel=1e-10)
+    assert metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(closed_form, rel=1e-10)
 
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')    # pytorch-fid's use of scipy's sqrtm
@@ -130,30 +131,30 @@ def test_frechet_distance_matches_pytorch_fid_on_full_covariances():
     sigma1, sigma2 = a @ a.T + 0.1 * np.eye(8), b @ b.T + 0.1 * np.eye(8)
     mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
     expected = fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
-    assert evaluate.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-8)
+    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-8)
 
 
 def test_fid_from_features():
     # Fewer images than features, as in a small test set: singular covariances. The square roots of their
     # round-off eigenvalues (~1e-16) leave an error near 1e-7 against traces near 64.
     features = np.random.default_rng(2).normal(size=(50, 64))
-    assert evaluate.fid_from_features(features, features) == pytest.approx(0.0, abs=1e-5)
+    assert metrics.fid_from_features(features, features) == pytest.approx(0.0, abs=1e-5)
     shift = np.linspace(-1, 1, 64)      # same covariance: only the mean term remains
-    assert evaluate.fid_from_features(features, features + shift) == pytest.approx(np.sum(shift ** 2), abs=1e-5)
+    assert metrics.fid_from_features(features, features + shift) == pytest.approx(np.sum(shift ** 2), abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ IS
 
 def test_inception_score_of_known_predictions():
     identical = np.tile([0.7, 0.2, 0.1], (20, 1))
-    assert evaluate.inception_score_from_probs(identical, splits=10) == pytest.approx((1.0, 0.0))
+    assert metrics.inception_score_from_probs(identical, splits=10) == pytest.approx((1.0, 0.0))
     classes = 5
     one_hot = np.eye(classes)
-    assert evaluate.inception_score_from_probs(one_hot, splits=1) == pytest.approx((classes, 0.0))
+    assert metrics.inception_score_from_probs(one_hot, splits=1) == pytest.approx((classes, 0.0))
     # two splits, each holding every class once
-    assert evaluate.inception_score_from_probs(np.vstack([one_hot, one_hot]), splits=2) == pytest.approx((classes, 0.0))
+    assert metrics.inception_score_from_probs(np.vstack([one_hot, one_hot]), splits=2) == pytest.approx((classes, 0.0))
     with pytest.raises(ValueError, match='at least 10'):
-        evaluate.inception_score_from_probs(one_hot, splits=10)
+        metrics.inception_score_from_probs(one_hot, splits=10)
 
 
 @pytest.fixture
@@ -387,11 +388,11 @@ def test_explicit_weights_reach_each_metric_and_non_standard_ones_are_flagged(fa
         arguments += [flag, str(path)]
     assert run_main(fake_run, '--metrics', 'lpips,is,fid', '--is_splits', '2', '--batch_size', '3', *arguments) == 0
     report = read_report(fake_run)
-    metrics = report['metrics']
+    scored = report['metrics']
     for metric in ('lpips', 'is', 'fid'):
-        assert metrics[metric]['num_images'] == 4
-        assert metrics[metric]['weights'][0]['sha256_matches_standard_file'] is False
-        assert len(metrics[metric]['weights'][0]['sha256_prefix']) == 16
+        assert scored[metric]['num_images'] == 4
+        assert scored[metric]['weights'][0]['sha256_matches_standard_file'] is False
+        assert len(scored[metric]['weights'][0]['sha256_prefix']) == 16
     assert sum('is not the standard' in note for note in report['notes']) == 3
 
     data, tryon_dir = fake_run / 'data' / 'test', fake_run / 'result' / 'tom_final.pth' / 'test' / 'try-on'
@@ -401,17 +402,17 @@ def test_explicit_weights_reach_each_metric_and_non_standard_ones_are_flagged(fa
     with torch.no_grad():
         classifier = TinyClassifier(torch.load(arguments[3], weights_only=True))
         features = TinyFeatures(torch.load(arguments[5], weights_only=True))
-        expected_is = evaluate.inception_score_from_probs(classifier(tryons).double().numpy(), splits=2)
-        expected_fid = evaluate.fid_from_features(features(tryons).double().numpy(), features(persons).double().numpy())
-    assert (metrics['is']['value'], metrics['is']['std']) == pytest.approx(expected_is, rel=1e-5)
-    assert metrics['fid']['value'] == pytest.approx(expected_fid, rel=1e-5, abs=1e-6)
-    assert metrics['fid']['num_real_images'] == 4
+        expected_is = metrics.inception_score_from_probs(classifier(tryons).double().numpy(), splits=2)
+        expected_fid = metrics.fid_from_features(features(tryons).double().numpy(), features(persons).double().numpy())
+    assert (scored['is']['value'], scored['is']['std']) == pytest.approx(expected_is, rel=1e-5)
+    assert scored['fid']['value'] == pytest.approx(expected_fid, rel=1e-5, abs=1e-6)
+    assert scored['fid']['num_real_images'] == 4
 
     truths = image_tensor([data / 'image' / f'{person}_0.jpg' for person in PERSONS])
     paired_tryons = image_tensor([tryon_dir / pair_key(f'{person}_0.jpg', f'{person}_1.jpg') for person in PERSONS])
     expected_lpips = evaluate.LpipsScorer(evaluate.build_lpips_model(weights['--lpips_weights'])).distances(
         paired_tryons, truths)
-    assert metrics['lpips']['value'] == pytest.approx(expected_lpips.mean().item(), rel=1e-5)
+    assert scored['lpips']['value'] == pytest.approx(expected_lpips.mean().item(), rel=1e-5)
     assert expected_lpips[0] == 0 and expected_lpips[1] == 0     # try-on = ground truth
 
 

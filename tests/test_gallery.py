@@ -16,8 +16,9 @@ import gallery
 import smart_show_test_result
 from conftest import assert_no_console_errors, choose, count_text, open_page, save_screenshot, search, shown_keys
 from cp_dataset import pair_key
-from evaluate import PUBLISHED, SUBSET_DEFINITIONS, TEXTURED_THRESHOLD, OCCLUDED_THRESHOLD, aggregate, subset_members
+from evaluate import PUBLISHED, aggregate
 from smart_show_test_result import strip_name
+from subsets import OCCLUDED_THRESHOLD, SUBSET_DEFINITIONS, TEXTURED_THRESHOLD, subset_members
 
 REPO = Path(__file__).resolve().parents[1]
 VITON_TEST_PAIRS = 2032
@@ -61,7 +62,7 @@ def tiny_png():
 
 def make_report(folder, paired, unpaired, seed, lpips=False):
     """evaluate.py's report of a run: per-pair IoU and SSIM (SSIM-M, LPIPS for some) of the paired pairs, the
-    difficulty subsets as evaluate.subset_members picks them from random measures of the data, and the pair lists'
+    difficulty subsets as subsets.subset_members picks them from random measures of the data, and the pair lists'
     files."""
     rng = np.random.default_rng(seed)
     per_pair = {}

@@ -7,7 +7,7 @@ import torch
 import train
 from conftest import cloth_named_warps
 from cp_dataset import CPDataset
-from evaluate import mask_iou
+from metrics import mask_iou
 from synthetic_data import generate_dataset
 
 

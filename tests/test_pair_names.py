@@ -15,6 +15,7 @@ from PIL import Image
 import data_check
 import evaluate
 import smart_show_test_result
+import subsets
 import test as test_script
 import train
 from conftest import REPO, make_opt
@@ -211,7 +212,7 @@ def test_paths_are_only_built_from_file_names(tmp_path, name):
         save_images(torch.zeros(1, 3, 4, 4), [name], str(target))
     assert [path for path in tmp_path.rglob('*') if path.is_file()] == []
     with pytest.raises(DataError):   # evaluate's and smart_show's measures, given pairs by a caller
-        evaluate.difficulty_subsets(str(tmp_path), 'test', [(name, 'c.jpg')])
+        subsets.difficulty_subsets(str(tmp_path), 'test', [(name, 'c.jpg')])
 
 
 def test_file_names_are_joined_to_their_folder():

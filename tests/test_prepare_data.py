@@ -4,6 +4,7 @@ Expected values are written here from the documented rules and tables, not compu
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,7 +54,9 @@ def figure(width, height):
     return rgb, labels, keypoints
 
 
-def save_lip_png(labels, path, palette=LIP_PALETTE):
+def save_lip_png(labels, path, palette=VITON_LIP_PALETTE):
+    """A palette PNG of LIP labels; by default in VITON's variant of the palette, which only VITON's own (LIP)
+    parse maps carry, so the label set is detected without --parse_labels."""
     image = Image.fromarray(labels.astype(np.uint8), 'L')
     image.putpalette([c for colour in palette for c in colour])
     image.save(path)
@@ -293,6 +296,8 @@ def test_photo_modes_become_rgb():
     assert np.asarray(to_rgb(cmyk)).tolist() == [[[255, 255, 255]] * 2]
     gray = Image.new('L', (1, 1), 77)
     assert np.asarray(to_rgb(gray)).tolist() == [[[77, 77, 77]]]
+    with pytest.raises(PrepareError, match='x.tif: has mode F'):      # 32-bit float: no photo
+        to_rgb(Image.new('F', (1, 1)), 'x.tif')
 
 
 # ------------------------------------------------------------------------------------------ label tables
@@ -389,6 +394,14 @@ def test_parse_map_encodings_and_label_detection():
     # colours of no palette
     with pytest.raises(PrepareError, match='neither the LIP nor'):
         decode_parse(Image.new('RGB', (4, 4), (1, 2, 3)), 'x.png')
+    # LIP's colours without label 18 or 19 may be another set's labels (Graphonomy colours ATR maps so): not told
+    upper_body = labelled_strip(16)
+    for image in (p_image(upper_body, LIP_PALETTE), Image.fromarray(np.array(LIP_PALETTE, np.uint8)[upper_body])):
+        with pytest.raises(PrepareError, match='could be atr or lip'):
+            detect_label_set([('x.png', decode_parse(image, 'x.png'))])
+    # ... but VITON's variant of the LIP palette is VITON's own LIP maps
+    family, line = detect_label_set([('x.png', decode_parse(p_image(upper_body, VITON_LIP_PALETTE), 'x.png'))])
+    assert family == 'lip' and "VITON's LIP palette" in line
 
 
 # ------------------------------------------------------------------------------------------ OpenPose
@@ -456,7 +469,7 @@ def test_odd_photos_make_a_checked_split_that_trains_one_gmm_step(tmp_path, caps
     code, printed, err = run(inputs.argv(out, 'train'), capsys)
     assert code == 0, printed + err
     assert tree_hashes(inputs.root) == before                    # nothing in the input folders changed
-    assert 'parse labels: detected lip (palette PNG with the LIP palette: 7)' in printed
+    assert 'parse labels: detected lip (palette PNG with VITON\'s LIP palette: 7)' in printed
     assert 'wide_keypoints.json: 2 people; took person 1' in printed
     assert ': 0 errors, 0 warnings' in printed                   # the data check's summary: nothing to fix on load
     stems = ['cutout', 'gray', 'landscape', 'portrait', 'rotated', 'vga', 'wide']
@@ -625,6 +638,124 @@ def test_the_test_split_of_the_same_root_is_left_alone(tmp_path, capsys):
     assert 'test_pairs.txt' in after and not any(name.startswith('.') for name in os.listdir(out))
 
 
+def test_overwrite_deletes_nothing_it_did_not_write(tmp_path, capsys):
+    inputs = Inputs(tmp_path)
+    inputs.person('a', (480, 640))
+    inputs.cloth('a', (400, 500))
+    out = tmp_path / 'data'
+    assert run(inputs.argv(out, 'test'), capsys)[0] == 0
+    # step 2's warps copied in, as the "next:" line says: --overwrite refuses rather than delete them
+    (out / 'test' / 'warp-cloth').mkdir()
+    (out / 'test' / 'warp-cloth' / 'a.jpg').write_bytes(b'warp')
+    (out / 'test' / 'image' / 'a-fixed.jpg').write_bytes(b'hand-fixed')
+    written = tree_hashes(out)
+    code, _, err = run(inputs.argv(out, 'test', True, '--overwrite'), capsys)
+    assert code == 2 and len(error_lines(err)) == 1
+    assert 'image/a-fixed.jpg' in err and 'warp-cloth' in err and 'warp-cloth/a.jpg' not in err
+    assert tree_hashes(out) == written
+    # a --pairs file inside the split is refused, not deleted
+    shutil.rmtree(out / 'test' / 'warp-cloth')
+    (out / 'test' / 'image' / 'a-fixed.jpg').unlink()
+    (out / 'test' / 'my_pairs.txt').write_text('a.jpg a.jpg\n')
+    code, _, err = run(inputs.argv(out, 'test', True, '--overwrite', '--pairs', str(out / 'test' / 'my_pairs.txt')),
+                       capsys)
+    assert code == 2 and '--pairs' in err and (out / 'test' / 'my_pairs.txt').exists()
+    # pairs files with no split of ours beside them are not replaced either
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 'test_pairs.txt').write_text('x.jpg y.jpg\n')
+    code, _, err = run(inputs.argv(tmp_path / 'other', 'test', True, '--overwrite'), capsys)
+    assert code == 2 and 'not written by prepare_data.py' in err
+    assert (tmp_path / 'other' / 'test_pairs.txt').read_text() == 'x.jpg y.jpg\n'
+
+
+def test_failed_swap_keeps_the_old_split(tmp_path, capsys, monkeypatch):
+    inputs = Inputs(tmp_path)
+    inputs.person('a', (480, 640))
+    inputs.cloth('a', (400, 500))
+    out = tmp_path / 'data'
+    assert run(inputs.argv(out, 'train'), capsys)[0] == 0
+    written = tree_hashes(out / 'train')
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if '.prepare-' in str(source):
+            raise OSError(28, 'No space left on device', str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(prepare_data.os, 'replace', failing_replace)
+    code, _, err = run(inputs.argv(out, 'train', True, '--overwrite'), capsys)
+    assert code == 2 and 'No space left on device' in err
+    assert tree_hashes(out / 'train') == written and sorted(os.listdir(out)) == ['train', 'train_pairs.txt',
+                                                                                  'train_pairs_paired.txt']
+
+
+def test_folders_of_killed_runs_are_cleaned_up(tmp_path, capsys):
+    inputs = Inputs(tmp_path)
+    inputs.person('a', (480, 640))
+    inputs.cloth('a', (400, 500))
+    out = tmp_path / 'data'
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()                                                  # a pid that no process has now
+    (out / f'.train.prepare-{dead.pid}' / 'image').mkdir(parents=True)
+    (out / f'.test.prepare-{dead.pid}').mkdir()                 # another split's: not this run's business
+    code, printed, err = run(inputs.argv(out, 'train'), capsys)
+    assert code == 0, printed + err
+    assert f'removed {out / f".train.prepare-{dead.pid}"}' in printed
+    assert sorted(os.listdir(out)) == [f'.test.prepare-{dead.pid}', 'train', 'train_pairs.txt',
+                                       'train_pairs_paired.txt']
+
+
+def test_a_split_moved_aside_by_a_killed_run_is_put_back(tmp_path, capsys):
+    inputs = Inputs(tmp_path)
+    inputs.person('a', (480, 640))
+    inputs.cloth('a', (400, 500))
+    out = tmp_path / 'data'
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    (out / f'.train.replaced-{dead.pid}' / 'image').mkdir(parents=True)     # killed between the two renames
+    (out / f'.train.replaced-{dead.pid}' / 'image' / 'x.jpg').write_bytes(b'old split')
+    code, printed, err = run(inputs.argv(out, 'train'), capsys)
+    assert f'put back {out / "train"}' in printed
+    assert code == 2 and 'already holds the train split' in err          # and, being back, it is not replaced
+    assert (out / 'train' / 'image' / 'x.jpg').read_bytes() == b'old split'
+
+
+def test_many_test_pairs_are_pointed_out(tmp_path, capsys, monkeypatch):
+    inputs = Inputs(tmp_path)
+    for stem in ('a', 'b'):
+        inputs.person(stem, (480, 640))
+        inputs.cloth(stem, (400, 500))
+    monkeypatch.setattr(prepare_data, 'MANY_PAIRS', 3)
+    code, printed, err = run(inputs.argv(tmp_path / 'data', 'test'), capsys)
+    assert code == 0, printed + err
+    assert '2 persons x 2 cloths = 4 pairs' in printed and '--pairs' in printed
+
+
+def test_library_messages_name_no_command_flag(tmp_path):
+    """tryon.py calls prepare_person and prepare_cloth too, with flags of its own."""
+    inputs = Inputs(tmp_path)
+    inputs.person('a', (480, 640))
+    rgb, _ = inputs.cloth('a', (400, 500))
+    (inputs.dirs['poses'] / 'a_keypoints.json').write_text('{"people": []}')
+    with pytest.raises(PrepareError) as nobody:
+        prepare_data.prepare_person(inputs.dirs['persons'] / 'a.jpg', inputs.dirs['poses'] / 'a_keypoints.json',
+                                    inputs.dirs['parses'] / 'a.png', SIZE)
+    Image.new('L', (400, 500)).save(inputs.dirs['masks'] / 'a.png')
+    with pytest.raises(PrepareError) as empty:
+        prepare_cloth(inputs.dirs['clothes'] / 'a.jpg', inputs.dirs['masks'] / 'a.png', SIZE)
+    for error in (nobody, empty):
+        assert '--' not in str(error.value), error.value
+
+
+def test_a_parse_map_without_cloth_is_warned_about(tmp_path):
+    inputs = Inputs(tmp_path)
+    _, labels, _ = inputs.person('a', (480, 640))
+    save_lip_png(np.where(labels == 5, 0, labels), inputs.dirs['parses'] / 'a.png')
+    person = prepare_data.prepare_person(inputs.dirs['persons'] / 'a.jpg', inputs.dirs['poses'] / 'a_keypoints.json',
+                                         inputs.dirs['parses'] / 'a.png', SIZE, 'lip')
+    assert any(note.startswith('warning: ') and 'no upper-clothes, dress or coat' in note for note in person.notes)
+
+
 def unreadable(inputs):
     (inputs.dirs['persons'] / 'a.jpg').write_bytes(b'not a jpeg at all')
 
@@ -661,7 +792,7 @@ def space_in_name(inputs):
     (other_size_parse, (), 'a.png: the parse map is 100x100, but its photo'),
     (raw_frame_parse, (), 'the size of the stored pixels'),
     (bad_json, (), 'a_keypoints.json: not valid JSON'),
-    (nobody, (), 'a_keypoints.json: OpenPose found no person'),
+    (nobody, (), 'leave the photo out; or pass --skip_missing to leave it out'),
     (unknown_labels, ('--parse_labels', 'lip'), 'a.png: labels [25] are not in the lip label set'),
     (space_in_name, (), "a b.jpg: the name holds white space"),
     (None, ('--poses',), None),
@@ -745,7 +876,7 @@ def test_viton_samples_pass_through_unchanged(tmp_path, capsys):
             '--out', str(tmp_path / 'data'), '--datamode', 'test']
     code, printed, err = run(argv, capsys)
     assert code == 0, printed + err
-    assert 'detected lip (palette PNG with the LIP palette: 40)' in printed
+    assert 'detected lip (palette PNG with VITON\'s LIP palette: 40)' in printed
     out = tmp_path / 'data' / 'test'
     assert len((tmp_path / 'data' / 'test_pairs.txt').read_text().splitlines()) == 40 * 80
     assert len((tmp_path / 'data' / 'test_pairs_paired.txt').read_text().splitlines()) == 40

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 import evaluate
+import metrics
 import smart_show_test_result
+import subsets
 import synthetic_data
 from conftest import VITON_SAMPLES, require
 from cp_dataset import load_parse_labels, load_photo, pair_key, read_pairs
@@ -59,20 +61,20 @@ def constructed_cloth(folder, pattern, scale=1):
 
 
 def test_striped_cloth_is_textured_and_plain_one_is_not(tmp_path):
-    plain = evaluate.cloth_texture_energy(*constructed_cloth(tmp_path, 'plain'))
-    striped = evaluate.cloth_texture_energy(*constructed_cloth(tmp_path, 'stripes'))
-    assert plain < 0.5 * evaluate.TEXTURED_THRESHOLD
-    assert striped > 2 * evaluate.TEXTURED_THRESHOLD
+    plain = subsets.cloth_texture_energy(*constructed_cloth(tmp_path, 'plain'))
+    striped = subsets.cloth_texture_energy(*constructed_cloth(tmp_path, 'stripes'))
+    assert plain < 0.5 * subsets.TEXTURED_THRESHOLD
+    assert striped > 2 * subsets.TEXTURED_THRESHOLD
     # measured at VITON's size: the same stripes on a cloth twice as large read about the same
-    assert evaluate.cloth_texture_energy(*constructed_cloth(tmp_path, 'stripes', scale=2)) == pytest.approx(
+    assert subsets.cloth_texture_energy(*constructed_cloth(tmp_path, 'stripes', scale=2)) == pytest.approx(
         striped, rel=0.2)
 
 
 def test_the_outline_of_a_plain_cloth_does_not_count(tmp_path, monkeypatch):
     paths = constructed_cloth(tmp_path, 'plain')
-    assert evaluate.cloth_texture_energy(*paths) < evaluate.TEXTURED_THRESHOLD
-    monkeypatch.setattr(evaluate, 'TEXTURE_EROSION_PIXELS', 0)   # the whole mask, outline included
-    assert evaluate.cloth_texture_energy(*paths) > evaluate.TEXTURED_THRESHOLD
+    assert subsets.cloth_texture_energy(*paths) < subsets.TEXTURED_THRESHOLD
+    monkeypatch.setattr(subsets, 'TEXTURE_EROSION_PIXELS', 0)   # the whole mask, outline included
+    assert subsets.cloth_texture_energy(*paths) > subsets.TEXTURED_THRESHOLD
 
 
 def test_stripes_of_equal_brightness_are_textured():
@@ -81,15 +83,15 @@ def test_stripes_of_equal_brightness_are_textured():
     red = np.array([0.75, 0.36, 0.41])
     green = np.array([0.28, (red @ luma - 0.28 * luma[0] - 0.36 * luma[2]) / luma[1], 0.36])
     image = np.broadcast_to(np.where((np.arange(64) // 6 % 2 == 0)[:, None, None], red, green), (64, 48, 3))
-    assert evaluate.colour_gradient_magnitude(image @ luma[:, None]).max() < 1e-9
-    assert evaluate.colour_gradient_magnitude(image)[5:-5].mean() > evaluate.TEXTURED_THRESHOLD
+    assert subsets.colour_gradient_magnitude(image @ luma[:, None]).max() < 1e-9
+    assert subsets.colour_gradient_magnitude(image)[5:-5].mean() > subsets.TEXTURED_THRESHOLD
 
 
 def test_gradient_magnitude_of_a_step():
     # a step of height c between flat areas reads c/2 on the two pixels beside it, 0 elsewhere
     image = np.zeros((20, 20, 3))
     image[:, 10:] = 0.4
-    magnitude = evaluate.colour_gradient_magnitude(image)
+    magnitude = subsets.colour_gradient_magnitude(image)
     np.testing.assert_allclose(magnitude[5, 8:12], [0, 0.2, 0.2, 0])
 
 
@@ -126,29 +128,29 @@ def write_person(folder, arms, missing_keypoints=(), scale=1.0):
 
 
 def test_arms_across_the_torso_occlude_it_and_arms_at_the_sides_do_not(tmp_path):
-    crossed, found_by = evaluate.torso_occlusion(*write_person(tmp_path, 'crossed'))
-    sides, _ = evaluate.torso_occlusion(*write_person(tmp_path, 'sides'))
+    crossed, found_by = subsets.torso_occlusion(*write_person(tmp_path, 'crossed'))
+    sides, _ = subsets.torso_occlusion(*write_person(tmp_path, 'sides'))
     assert found_by == 'keypoints'
-    assert crossed > 2 * evaluate.OCCLUDED_THRESHOLD
-    assert 0 < sides < 0.5 * evaluate.OCCLUDED_THRESHOLD      # the shoulder joints overlap the quadrilateral
+    assert crossed > 2 * subsets.OCCLUDED_THRESHOLD
+    assert 0 < sides < 0.5 * subsets.OCCLUDED_THRESHOLD      # the shoulder joints overlap the quadrilateral
 
 
 def test_keypoints_of_a_larger_photo_are_scaled_to_the_parse_map(tmp_path):
-    expected = evaluate.torso_occlusion(*write_person(tmp_path / 'a', 'crossed'))
+    expected = subsets.torso_occlusion(*write_person(tmp_path / 'a', 'crossed'))
     scaled = write_person(tmp_path / 'b', 'crossed', scale=2.0)
-    assert evaluate.torso_occlusion(*scaled, photo_size=(2 * WIDTH, 2 * HEIGHT)) == expected
-    assert evaluate.torso_occlusion(*scaled) != expected     # unscaled, the quadrilateral is another region
+    assert subsets.torso_occlusion(*scaled, photo_size=(2 * WIDTH, 2 * HEIGHT)) == expected
+    assert subsets.torso_occlusion(*scaled) != expected     # unscaled, the quadrilateral is another region
 
 
 @pytest.mark.parametrize('missing', [(8,), (2, 5, 8, 11)])
 def test_missing_torso_keypoints_fall_back_to_the_cloth_box(tmp_path, missing):
-    crossed, found_by = evaluate.torso_occlusion(*write_person(tmp_path, 'crossed', missing))
-    sides, _ = evaluate.torso_occlusion(*write_person(tmp_path, 'sides', missing))
+    crossed, found_by = subsets.torso_occlusion(*write_person(tmp_path, 'crossed', missing))
+    sides, _ = subsets.torso_occlusion(*write_person(tmp_path, 'sides', missing))
     assert found_by == 'cloth box'
-    assert crossed > evaluate.OCCLUDED_THRESHOLD > sides
+    assert crossed > subsets.OCCLUDED_THRESHOLD > sides
     # the central half of the columns of the cloth labels' bounding box (columns 40..151), all its rows (64..179)
     labels = person_labels('sides')
-    region, _ = evaluate.torso_region(labels, np.zeros((18, 3)))
+    region, _ = subsets.torso_region(labels, np.zeros((18, 3)))
     expected = np.zeros_like(region)
     expected[64:180, 68:124] = True
     np.testing.assert_array_equal(region, expected)
@@ -157,11 +159,11 @@ def test_missing_torso_keypoints_fall_back_to_the_cloth_box(tmp_path, missing):
 def test_no_keypoints_and_no_cloth_is_no_torso(tmp_path):
     labels = np.zeros((HEIGHT, WIDTH), np.uint8)
     labels[100:150, 40:150] = 14
-    region, found_by = evaluate.torso_region(labels, np.zeros((18, 3)))
+    region, found_by = subsets.torso_region(labels, np.zeros((18, 3)))
     assert found_by == 'none' and not region.any()
     parse_path, pose_path = write_person(tmp_path, 'sides', missing_keypoints=range(18))
     Image.fromarray(labels).convert('P').save(parse_path)
-    assert evaluate.torso_occlusion(parse_path, pose_path) == (0.0, 'none')
+    assert subsets.torso_occlusion(parse_path, pose_path) == (0.0, 'none')
 
 
 # ------------------------------------------------------------------------------------------- IS splits
@@ -169,7 +171,7 @@ def test_no_keypoints_and_no_cloth_is_no_torso(tmp_path):
 def test_subset_inception_score_keeps_the_runs_images_per_split():
     probs = np.random.default_rng(0).dirichlet(np.ones(5), size=100)     # 10 splits of 10 images
     result = evaluate.subset_inception_score(probs[:35], run_images=100, run_splits=10)
-    expected = evaluate.inception_score_from_probs(probs[:35], splits=3)
+    expected = metrics.inception_score_from_probs(probs[:35], splits=3)
     assert result == {'value': expected[0], 'std': expected[1], 'splits': 3, 'num_images': 35}
     with pytest.raises(evaluate.MetricUnavailable, match='fewer than the 10 of one split'):
         evaluate.subset_inception_score(probs[:9], run_images=100, run_splits=10)
@@ -232,12 +234,12 @@ def read_report(run):
 
 def test_difficulty_subsets_of_the_synthetic_persons(synthetic_root):
     pairs = read_pairs(synthetic_root / 'test_pairs.txt')
-    subsets = evaluate.difficulty_subsets(synthetic_root, 'test', pairs)
-    assert subsets == expected_subsets(synthetic_root, 'test_pairs.txt')
-    assert 0 < len(subsets['textured']) < len(pairs) and 0 < len(subsets['occluded']) < len(pairs)
-    assert evaluate.difficulty_subsets(synthetic_root, 'test', pairs, textured_threshold=0,
-                                       occluded_threshold=1) == {'textured': [pair_key(*p) for p in pairs],
-                                                                 'occluded': []}
+    members = subsets.difficulty_subsets(synthetic_root, 'test', pairs)
+    assert members == expected_subsets(synthetic_root, 'test_pairs.txt')
+    assert 0 < len(members['textured']) < len(pairs) and 0 < len(members['occluded']) < len(pairs)
+    assert subsets.difficulty_subsets(synthetic_root, 'test', pairs, textured_threshold=0,
+                                      occluded_threshold=1) == {'textured': [pair_key(*p) for p in pairs],
+                                                                'occluded': []}
 
 
 def test_evaluate_reports_every_metric_on_each_subset(synthetic_run, monkeypatch, capsys):
@@ -265,8 +267,8 @@ def test_evaluate_reports_every_metric_on_each_subset(synthetic_run, monkeypatch
         entry = report['subsets'][subset]
         assert entry['pairs'] == {'paired': paired[subset], 'unpaired': unpaired[subset]}
         assert entry['size'] == {'paired': len(paired[subset]), 'unpaired': len(unpaired[subset])}
-        assert entry['definition']['threshold'] == {'textured': evaluate.TEXTURED_THRESHOLD,
-                                                    'occluded': evaluate.OCCLUDED_THRESHOLD}[subset]
+        assert entry['definition']['threshold'] == {'textured': subsets.TEXTURED_THRESHOLD,
+                                                    'occluded': subsets.OCCLUDED_THRESHOLD}[subset]
         for metric in ('iou', 'ssim', 'ssim_matlab', 'lpips'):
             values = [per_pair[key][metric] for key in paired[subset]]
             assert entry['metrics'][metric] == {'value': pytest.approx(np.mean(values)), 'num_images': len(values)}
@@ -276,8 +278,8 @@ def test_evaluate_reports_every_metric_on_each_subset(synthetic_run, monkeypatch
         splits = len(probs) // (12 // 4)      # the whole run's IS: 12 unpaired try-ons in 4 splits of 3
         assert entry['metrics']['is']['splits'] == splits
         assert (entry['metrics']['is']['value'], entry['metrics']['is']['std']) == pytest.approx(
-            evaluate.inception_score_from_probs(probs, splits), rel=1e-5)
-        assert entry['metrics']['fid']['value'] == pytest.approx(evaluate.fid_from_features(fake, real), rel=1e-5)
+            metrics.inception_score_from_probs(probs, splits), rel=1e-5)
+        assert entry['metrics']['fid']['value'] == pytest.approx(metrics.fid_from_features(fake, real), rel=1e-5)
         assert entry['metrics']['fid']['num_real_images'] == 6
     measures = report['per_pair_difficulty']
     assert set(measures) == set(per_pair) | {pair_key(*pair) for pair in read_pairs(root / 'test_pairs.txt')}
@@ -320,7 +322,7 @@ def test_results_at_512x384_are_scored_against_resized_ground_truth(synthetic_ru
     key = pair_key(im_name, c_name)
     tryon = np.asarray(Image.open(synthetic_run / 'result' / 'tom_final.pth' / 'test' / 'try-on' / key).convert('RGB'))
     truth = np.asarray(load_photo(str(data / 'image' / im_name), (2 * WIDTH, 2 * HEIGHT))[0])
-    assert report['per_pair'][key]['ssim'] == pytest.approx(evaluate.ssim_score(tryon, truth), abs=1e-12)
+    assert report['per_pair'][key]['ssim'] == pytest.approx(metrics.ssim_score(tryon, truth), abs=1e-12)
     assert report['per_pair'][key]['iou'] == 1.0       # the exact cloth region, enlarged as the parse map is
     assert any('6 of 6 try-on results are of another size' in note and 'LANCZOS' in note for note in report['notes'])
     assert any('6 of 6 warp masks' in note and 'NEAREST' in note for note in report['notes'])
@@ -374,13 +376,13 @@ def test_worst_cases_refuse_a_used_folder(synthetic_run, capsys):
 def test_subset_measures_on_every_real_test_pair():
     root = require(VITON_SAMPLES)
     pairs = read_pairs(root / 'test_pairs.txt')
-    measures = evaluate.difficulty_measures(root, 'test', pairs)
+    measures = subsets.difficulty_measures(root, 'test', pairs)
     assert list(measures) == [pair_key(*pair) for pair in pairs]
     assert all(row['torso_region'] == 'keypoints' for row in measures.values())
     assert all(0 <= row['torso_occlusion'] <= 1 and 0 <= row['texture_energy'] < 1 for row in measures.values())
-    subsets = evaluate.subset_members(measures)
+    members = subsets.subset_members(measures)
     # as seen in the photos: a leopard print and red stripes are textured, a plain black tank top is not;
     # 000097 holds both forearms across the chest, 000001 lets her arms hang
-    assert {'000339_0_001879_1.jpg', '000330_0_000330_1.jpg'} <= set(subsets['textured'])
-    assert '000183_0_019332_1.jpg' not in subsets['textured']
-    assert '000097_0_000097_1.jpg' in subsets['occluded'] and '000001_0_000001_1.jpg' not in subsets['occluded']
+    assert {'000339_0_001879_1.jpg', '000330_0_000330_1.jpg'} <= set(members['textured'])
+    assert '000183_0_019332_1.jpg' not in members['textured']
+    assert '000097_0_000097_1.jpg' in members['occluded'] and '000001_0_000001_1.jpg' not in members['occluded']

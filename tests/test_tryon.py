@@ -149,6 +149,8 @@ def test_an_existing_result_is_kept_unless_overwrite(checkpoints, photos, tmp_pa
     ('missing checkpoint', 'file not found'),
     ('missing pose', 'me_missing.json'),
     ('masks for other clothes', 'give one per --cloth'),
+    ('a name with a space', 'rename the file'),
+    ('--out is a file', 'is a file, not a folder'),
 ])
 def test_user_errors_are_one_line(checkpoints, photos, tmp_path, capsys, case, expected):
     argv = tryon_argv(checkpoints, photos, tmp_path / 'out')
@@ -158,15 +160,24 @@ def test_user_errors_are_one_line(checkpoints, photos, tmp_path, capsys, case, e
         argv[argv.index('--tom') + 1] = str(tmp_path / 'nowhere.pth')
     elif case == 'missing pose':
         argv[argv.index('--pose') + 1] = str(photos['poses'] / 'me_missing.json')
-    else:
+    elif case == 'masks for other clothes':
         argv += ['--cloth_mask', 'a.png', 'b.png']
+    elif case == 'a name with a space':
+        spaced = photos['clothes'] / 'my shirt.jpg'
+        shutil.copy(photos['clothes'] / 'shirt0.jpg', spaced)
+        argv[argv.index('--cloth') + 1] = str(spaced)
+    else:
+        (tmp_path / 'out').write_text('my notes')
     try:
         code = tryon.main(argv)
     except SystemExit as stop:       # argparse's own errors
         code = stop.code
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and expected in error[-1] and 'Traceback' not in '\n'.join(error)
-    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+    if case == '--out is a file':
+        assert (tmp_path / 'out').read_text() == 'my notes'
+    else:
+        assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
 
 
 def test_the_pasted_region_is_clothes_arms_and_warp_grown_but_never_the_head():
