@@ -35,7 +35,7 @@ import flags
 import prepare_data
 import smart_show_test_result
 import test as test_script
-from cp_dataset import CLOTH_LABELS, HEAD_LABELS, DataError, pair_key
+from cp_dataset import CLOTH_LABELS, HEAD_LABELS, DataError, pair_key, parse_file_name
 from networks import CheckpointError
 from train import OPTIONS_FILE, read_options
 from visualization import save_image_atomic
@@ -45,6 +45,7 @@ ARM_LABELS = (14, 15)             # LIP left and right arm: TOM redraws them whe
 REGION_GROW = 5                   # pixels at the model size by which the pasted region is grown (max filter)
 REGION_FEATHER = 2.0              # Gaussian blur radius, at the model size, of the pasted region's edge
 NO_IMAGES = '1000000000'          # test.py's --display_count: no TensorBoard images from these passes
+JPEG_QUALITY = 95                 # the pasted-back try-on: a photo, kept close to the original's quality
 
 
 def get_opt(argv=None):
@@ -63,7 +64,8 @@ def get_opt(argv=None):
     parser.add_argument('--method', choices=tuple(METHODS), default='cpvton',
                         help='the method whose checkpoints --gmm and --tom are (default: %(default)s)')
     parser.add_argument('--out', required=True, help='the folder for the results')
-    parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='', help='the device to run on (default: the CPU)')
+    parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='',
+                        help="the device, as train.py's (default: the first GPU if there is one, else the CPU)")
     parser.add_argument('--overwrite', action='store_true', help='replace result files of an earlier try-on')
     parser.add_argument('--keep_work', action='store_true',
                         help="keep the prepared split and test.py's results in <out>/work/")
@@ -212,7 +214,7 @@ def write_results(opt, paths, split_dir, results, placement):
     made first and then written, each whole or not at all: a failure leaves no half of a result behind."""
     person_name = pair_names(opt)[0]
     photo = prepare_data.load_photo(opt.person)[0]
-    parse = np.asarray(Image.open(osp.join(split_dir, 'image-parse', stem(person_name) + '.png')))
+    parse = np.asarray(Image.open(osp.join(split_dir, 'image-parse', parse_file_name(person_name))))
     strip_opt = smart_show_test_result.get_opt(['--dataroot', osp.dirname(split_dir), '--datamode', 'test',
                                                 '--result_dir', results['root'],
                                                 '--gmm_checkpoint_name', osp.basename(opt.gmm),
@@ -228,7 +230,7 @@ def write_results(opt, paths, split_dir, results, placement):
             smart_show_test_result.PairFiles(strip_opt, person_name, cloth_name))
     os.makedirs(opt.out, exist_ok=True)
     for path, image in images.items():
-        save_image_atomic(image, path)
+        save_image_atomic(image, path, quality=JPEG_QUALITY)   # quality: read by the JPEG of the try-on only
     for cloth_name, files in paths.items():
         print(f'{cloth_name}: {files["tryon"]} ({photo.size[0]}x{photo.size[1]}), {files["model"]}, {files["strip"]}')
 

@@ -50,11 +50,12 @@ def tensor_to_uint8_image(img_tensor):
     return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
 
 
-def save_image_atomic(image, path):
+def save_image_atomic(image, path, **options):
     """Write a PIL image to a temporary file beside ``path`` and rename it into place, so that an
-    interrupted run never leaves a truncated image where a good one was."""
+    interrupted run never leaves a truncated image where a good one was. ``options`` go to PIL's save
+    (e.g. quality=95 for a JPEG)."""
     image_format = Image.registered_extensions().get(osp.splitext(path)[1].lower(), 'PNG')
-    atomic_write(path, lambda tmp_path: image.save(tmp_path, format=image_format))
+    atomic_write(path, lambda tmp_path: image.save(tmp_path, format=image_format, **options))
 
 
 def save_images(img_tensors, img_names, save_dir):
