@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: the whole CP-VTON pipeline (step1..step5, strips, evaluation) on a
-# synthetic VITON-format dataset, in about 10 minutes on 2 CPU cores (faster on a GPU).
+# synthetic VITON-format dataset, then the gallery page and the learning curves, in about 12 minutes on
+# 2 CPU cores (faster on a GPU).
 # Everything goes under demo/ (or $DEMO_DIR); data/, checkpoints/ and result/ are not touched.
 # Step counts: DEMO_GMM_STEPS, DEMO_TOM_STEPS; data size: DEMO_N_TRAIN, DEMO_N_TEST.
 set -euo pipefail
