@@ -689,19 +689,25 @@ def test_failed_swap_keeps_the_old_split(tmp_path, capsys, monkeypatch):
                                                                                   'train_pairs_paired.txt']
 
 
+def dead_pid():
+    """A pid that no process has now: that of a child that has exited."""
+    child = subprocess.Popen([sys.executable, '-c', 'pass'])
+    child.wait()
+    return child.pid
+
+
 def test_folders_of_killed_runs_are_cleaned_up(tmp_path, capsys):
     inputs = Inputs(tmp_path)
     inputs.person('a', (480, 640))
     inputs.cloth('a', (400, 500))
     out = tmp_path / 'data'
-    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
-    dead.wait()                                                  # a pid that no process has now
-    (out / f'.train.prepare-{dead.pid}' / 'image').mkdir(parents=True)
-    (out / f'.test.prepare-{dead.pid}').mkdir()                 # another split's: not this run's business
+    pid = dead_pid()
+    (out / f'.train.prepare-{pid}' / 'image').mkdir(parents=True)
+    (out / f'.test.prepare-{pid}').mkdir()                 # another split's: not this run's business
     code, printed, err = run(inputs.argv(out, 'train'), capsys)
     assert code == 0, printed + err
-    assert f'removed {out / f".train.prepare-{dead.pid}"}' in printed
-    assert sorted(os.listdir(out)) == [f'.test.prepare-{dead.pid}', 'train', 'train_pairs.txt',
+    assert f'removed {out / f".train.prepare-{pid}"}' in printed
+    assert sorted(os.listdir(out)) == [f'.test.prepare-{pid}', 'train', 'train_pairs.txt',
                                        'train_pairs_paired.txt']
 
 
@@ -710,10 +716,9 @@ def test_a_split_moved_aside_by_a_killed_run_is_put_back(tmp_path, capsys):
     inputs.person('a', (480, 640))
     inputs.cloth('a', (400, 500))
     out = tmp_path / 'data'
-    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
-    dead.wait()
-    (out / f'.train.replaced-{dead.pid}' / 'image').mkdir(parents=True)     # killed between the two renames
-    (out / f'.train.replaced-{dead.pid}' / 'image' / 'x.jpg').write_bytes(b'old split')
+    pid = dead_pid()
+    (out / f'.train.replaced-{pid}' / 'image').mkdir(parents=True)     # killed between the two renames
+    (out / f'.train.replaced-{pid}' / 'image' / 'x.jpg').write_bytes(b'old split')
     code, printed, err = run(inputs.argv(out, 'train'), capsys)
     assert f'put back {out / "train"}' in printed
     assert code == 2 and 'already holds the train split' in err          # and, being back, it is not replaced
