@@ -1,8 +1,10 @@
-"""Ablation of CP-VTON+'s improvements: train and test the original CP-VTON and each option on the
-same data, with the same seed and step budget, and compare them overall and on the hard subsets.
+"""Ablation of CP-VTON+'s improvements, and comparison of methods: train and test the original CP-VTON and each
+option (or each method: CP-VTON, CP-VTON+, VITON) on the same data, with the same seed and step budget, and compare
+them overall and on the hard subsets.
 
     bash scripts/ablation.sh                                   # synthetic data, ~20 min on 2 CPU cores
     bash scripts/ablation.sh --gmm_steps 20000 --tom_steps 20000 --dataroot data --batch_size 8
+    bash scripts/compare_methods.sh                            # = --variants baseline,cpvton_plus,viton --out methods
 
 Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+), plus
 --noise_seeds rows: the baseline trained with other seeds, whose differences to the baseline show
@@ -19,7 +21,9 @@ Everything goes under --out (default ablation/):
     ablation.md          the table (IoU, SSIM, LPIPS where its weights are present, overall and per
                          difficulty subset), the strips, and the commands that made them
 
-IoU scores GMM's warp; SSIM and LPIPS score the try-on against the person (same-cloth pairs).
+IoU scores the warp (GMM's; VITON's shape-context TPS); SSIM and LPIPS score the try-on against the person
+(same-cloth pairs). The VITON row trains its coarse stage for --viton_coarse_steps and its refinement for
+--viton_refine_steps (scripts/viton/ runs the same steps on their own).
 """
 import argparse
 import json
@@ -38,7 +42,8 @@ import gallery
 import smart_show_test_result
 import test as test_script
 import train
-from cp_dataset import file_in, pair_key, read_pairs
+import shape_context
+from cp_dataset import ResultLayout, file_in, pair_key, read_pairs
 from networks import find_vgg19_weights
 from smart_show_test_result import annotate, labelled_row, open_panel
 from synthetic_data import generate_dataset
@@ -56,15 +61,18 @@ class Variant:
     gmm_flags: tuple = ()
     tom_flags: tuple = ()
     seed_offset: int = 0    # trained with --seed + seed_offset (the noise rows)
+    method: str = 'cpvton'  # 'cpvton' (GMM + TOM with the flags above) or 'viton'
 
 
 @dataclass(frozen=True)
 class VariantRun:
     variant: Variant
-    dataroot: str        # the data its TOM was trained and tested on (with its GMM's warps)
-    gmm_results: str     # its GMM's test.py --result_dir
+    dataroot: str        # the data its try-on stage was trained and tested on (with its GMM's warps)
+    results: ResultLayout    # of its warp on the test split (warp-cloth/, warp-mask/)
+    tryons: ResultLayout     # of its try-on on the test split (try-on/)
     report: dict         # evaluate.py's report
     seconds: float
+    steps: str           # its training steps per stage, for the table
 
 
 GIC = ('--gic_weight', '40')
@@ -81,19 +89,26 @@ VARIANTS = {variant.name: variant for variant in (
     Variant('tom_mask_target', "TOM mask loss against the person's cloth region", (), MASK_TARGET),
     Variant('cpvton_plus', 'all of the above (CP-VTON+)', GIC + REGIONS + BODY,
             REGIONS + BODY + MASK_INPUT + MASK_TARGET),
+    Variant('viton', 'VITON: coarse encoder-decoder, shape-context TPS warp, refinement', method='viton'),
 )}
+ABLATION_VARIANTS = [name for name, variant in VARIANTS.items() if variant.method == 'cpvton']
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train and test CP-VTON and each CP-VTON+ option on the same data; '
                                                  'write ablation.md.', formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--out', default='ablation', help='output folder (default: %(default)s)')
-    parser.add_argument('--variants', default=','.join(VARIANTS),
-                        help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: all)')
+    parser.add_argument('--variants', default=','.join(ABLATION_VARIANTS),
+                        help='comma-separated, among ' + ','.join(VARIANTS) + ' (default: the CP-VTON+ options: '
+                             + ','.join(ABLATION_VARIANTS) + ')')
     parser.add_argument('--gmm_steps', type=flags.positive_int, default=50,
                         help='GMM training steps (default: %(default)s)')
     parser.add_argument('--tom_steps', type=flags.positive_int, default=16,
                         help='TOM training steps (default: %(default)s)')
+    parser.add_argument('--viton_coarse_steps', type=flags.positive_int, default=16,
+                        help='VITON stage-1 training steps (default: %(default)s)')
+    parser.add_argument('--viton_refine_steps', type=flags.positive_int, default=16,
+                        help='VITON refinement training steps (default: %(default)s)')
     parser.add_argument('--batch_size', type=flags.positive_int, default=4, help='(default: %(default)s)')
     parser.add_argument('--lr', type=flags.positive_float, default=0.0001, help='(default: %(default)s, the original)')
     parser.add_argument('--seed', type=flags.seed, default=0, help='one seed for every variant (default: %(default)s)')
@@ -114,6 +129,7 @@ def parse_args(argv=None):
     parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='',
                         help="train.py's --gpu_ids (default: a GPU if there is one)")
     parser.add_argument('--overwrite', action='store_true', help='replace an earlier ablation run in --out')
+    parser.add_argument('--title', default='', help='the report\'s heading (default: by its rows)')
     args = parser.parse_args(argv)
     args.variants = [name.strip() for name in args.variants.split(',') if name.strip()]
     unknown = [name for name in args.variants if name not in VARIANTS]
@@ -177,7 +193,7 @@ def vgg_flags():
         find_vgg19_weights()
         return []
     except FileNotFoundError:
-        print('note: no ImageNet VGG19 weights in torch\'s cache: TOM trains with --vgg_init random '
+        print('note: no ImageNet VGG19 weights in torch\'s cache: TOM (and VITON) train with --vgg_init random '
               '(the same for every variant)', flush=True)
         return ['--vgg_init', 'random']
 
@@ -247,12 +263,30 @@ def train_and_test_tom(args, run, dataroot, tom_flags, name, seed, vgg):
         '--checkpoint', checkpoint, '--result_dir', osp.join(args.out, name, 'result'), '--display_count', 1000000)
 
 
-def evaluate_variant(args, run, dataroot, name, gmm_result_dir):
-    folder = osp.join(args.out, name)
-    metrics_path = osp.join(folder, 'metrics.json')
+def train_and_test_viton(args, run, dataroot, name, seed, vgg):
+    """VITON's steps (as scripts/viton/): stage 1, its test-split masks, the shape-context warps (the parse map's
+    clothing mask for training, stage 1's at test time), the refinement and its try-ons of the same-cloth test
+    pairs. Returns the result layouts of the test warps and try-ons."""
+    results = osp.join(args.out, name, 'result')
+    common, coarse = train_stage(args, run, 'VITON_COARSE', dataroot, name, seed, args.viton_coarse_steps, 3, vgg)
+    run(f'{name}-coarse-test', test_script, '--name', 'viton_coarse_test', *common, '--data_list', PAIRED_LIST,
+        '--checkpoint', coarse, '--result_dir', results, '--display_count', 1000000)
+    for datamode, data_list, target in (('train', 'train_pairs.txt', 'parse'), ('test', PAIRED_LIST, 'coarse')):
+        run(f'{name}-shape-context-{datamode}', shape_context, '--dataroot', dataroot, '--datamode', datamode,
+            '--data_list', data_list, '--target', target, '--result_dir', results, '--workers', max(1, args.workers))
+    warps = {split: ResultLayout(results, 'shape_context', split) for split in ('train', 'test')}
+    common, refine = train_stage(args, run, 'VITON_REFINE', dataroot, name, seed, args.viton_refine_steps, 3,
+                                 [*vgg, '--coarse_checkpoint', coarse, '--warp_dir', warps['train'].folder])
+    run(f'{name}-refine-test', test_script, '--name', 'viton_refine_test', *common, '--data_list', PAIRED_LIST,
+        '--checkpoint', refine, '--result_dir', results, '--warp_dir', warps['test'].folder,
+        '--display_count', 1000000)
+    return warps['test'], ResultLayout(results, osp.basename(refine), 'test')
+
+
+def evaluate_variant(args, run, dataroot, name, warps, tryons):
+    metrics_path = osp.join(args.out, name, 'metrics.json')
     run(f'{name}-evaluate', evaluate, '--dataroot', dataroot, '--metrics', 'iou,ssim,lpips',
-        '--tryon_dir', osp.join(folder, 'result', 'tom_final.pth', 'test', 'try-on'),
-        '--warp_mask_dir', osp.join(gmm_result_dir, 'gmm_final.pth', 'test', 'warp-mask'),
+        '--tryon_dir', tryons.kind_dir('try-on'), '--warp_mask_dir', warps.kind_dir('warp-mask'),
         '--paired_list', PAIRED_LIST, '--workers', args.workers, '--out', metrics_path)
     with open(metrics_path) as f:
         return json.load(f)
@@ -281,27 +315,36 @@ def run_variants(args):
         name, seed = variant.name, args.seed + variant.seed_offset
         print(f'[{name}] {variant.description}', flush=True)
         start = time.time()
-        gmm_key = variant.gmm_flags, seed
-        if gmm_key not in gmm_runs:
-            gmm_runs[gmm_key] = name, train_and_test_gmm(args, run, dataroot, variant.gmm_flags, name, seed)
-        gmm_owner, tom_dataroot = gmm_runs[gmm_key]
-        if gmm_owner != name:
-            print(f'  GMM: the one of {gmm_owner} (same GMM options)', flush=True)
-        train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, seed, vgg)
-        gmm_results = osp.join(args.out, gmm_owner, 'result')
-        if gmm_owner != name:   # the result layout of one run: its GMM's warps beside its try-ons
-            os.symlink(osp.abspath(osp.join(gmm_results, 'gmm_final.pth')),
-                       osp.join(args.out, name, 'result', 'gmm_final.pth'))
-        report = evaluate_variant(args, run, tom_dataroot, name, gmm_results)
-        render_variant_strips(args, run, tom_dataroot, name)
-        done[name] = VariantRun(variant, tom_dataroot, gmm_results, report, time.time() - start)
+        if variant.method == 'viton':
+            tom_dataroot = dataroot
+            warps, tryons = train_and_test_viton(args, run, dataroot, name, seed, vgg)
+            steps = f'coarse {args.viton_coarse_steps} + refine {args.viton_refine_steps}'
+        else:
+            gmm_key = variant.gmm_flags, seed
+            if gmm_key not in gmm_runs:
+                gmm_runs[gmm_key] = name, train_and_test_gmm(args, run, dataroot, variant.gmm_flags, name, seed)
+            gmm_owner, tom_dataroot = gmm_runs[gmm_key]
+            if gmm_owner != name:
+                print(f'  GMM: the one of {gmm_owner} (same GMM options)', flush=True)
+            train_and_test_tom(args, run, tom_dataroot, variant.tom_flags, name, seed, vgg)
+            results = osp.join(args.out, name, 'result')
+            if gmm_owner != name:   # the result layout of one run: its GMM's warps beside its try-ons
+                os.symlink(osp.abspath(osp.join(args.out, gmm_owner, 'result', 'gmm_final.pth')),
+                           osp.join(results, 'gmm_final.pth'))
+            warps = ResultLayout(results, 'gmm_final.pth', 'test')
+            tryons = ResultLayout(results, 'tom_final.pth', 'test')
+            steps = f'GMM {args.gmm_steps} + TOM {args.tom_steps}'
+        report = evaluate_variant(args, run, tom_dataroot, name, warps, tryons)
+        render_variant_strips(args, run, tom_dataroot, name, warps, tryons)
+        done[name] = VariantRun(variant, tom_dataroot, warps, tryons, report, time.time() - start, steps)
     return done, run.commands
 
 
-def render_variant_strips(args, run, dataroot, name):
+def render_variant_strips(args, run, dataroot, name, warps, tryons):
     """<out>/<variant>/result_simple/: the 7-panel strip of every same-cloth test pair, for the gallery."""
     run(f'{name}-strips', smart_show_test_result, '--dataroot', dataroot, '--data_list', PAIRED_LIST,
-        '--result_dir', osp.join(args.out, name, 'result'), '--out_simple', osp.join(args.out, name, 'result_simple'),
+        '--result_dir', osp.join(args.out, name, 'result'), '--gmm_checkpoint_name', warps.checkpoint_name,
+        '--tom_checkpoint_name', tryons.checkpoint_name, '--out_simple', osp.join(args.out, name, 'result_simple'),
         '--out_verbose', '')
 
 
@@ -356,7 +399,7 @@ def metrics_table(done):
              if any(subset_value(run.report, 'all', metric)[0] is not None for run in done.values())]
     sizes = subset_sizes(baseline)
     header = ['variant'] + [f'{title} {subset} (n={sizes[subset]})' for metric, title in shown for subset in SUBSETS]
-    lines = ['| ' + ' | '.join(header + ['minutes']) + ' |', '|' + '---|' * (len(header) + 1)]
+    lines = ['| ' + ' | '.join(header + ['steps', 'minutes']) + ' |', '|' + '---|' * (len(header) + 2)]
     for name, run in done.items():
         report, seconds = run.report, run.seconds
         cells = [f'{name}']
@@ -365,7 +408,7 @@ def metrics_table(done):
                 value = subset_value(report, subset, metric)[0]
                 reference = subset_value(baseline, subset, metric)[0] if name != 'baseline' else None
                 cells.append(format_cell(value, reference, metric == 'lpips'))
-        lines.append('| ' + ' | '.join(cells + [f'{seconds / 60:.1f}']) + ' |')
+        lines.append('| ' + ' | '.join(cells + [run.steps, f'{seconds / 60:.1f}']) + ' |')
     unavailable = [title for metric, title in METRICS if (metric, title) not in shown]
     return '\n'.join(lines), unavailable
 
@@ -401,17 +444,31 @@ def render_strips(args, done, keys):
                  [label for key in keys for label in (f'cloth {key[:12]}', 'person')]).save(
         osp.join(args.out, paths['inputs']))
     for name, run in done.items():
-        gmm_results, report = run.gmm_results, run.report
+        report = run.report
         panels, labels = [], []
         for key in keys:
-            warp = open_panel(file_in(osp.join(gmm_results, 'gmm_final.pth', 'test', 'warp-cloth'), key))
-            tryon = open_panel(file_in(osp.join(args.out, name, 'result', 'tom_final.pth', 'test', 'try-on'), key))
+            warp = open_panel(file_in(run.results.kind_dir('warp-cloth'), key))
+            tryon = open_panel(file_in(run.tryons.kind_dir('try-on'), key))
             score = report['per_pair'].get(key, {}).get('ssim')
             panels += [warp, annotate(tryon, f'SSIM {score:.3f}') if score is not None else tryon]
             labels += ['warped cloth', 'try-on']
         paths[name] = f'strips/{name}.png'
         labelled_row(panels, labels).save(osp.join(args.out, paths[name]))
     return paths
+
+
+def report_title(args, done):
+    if args.title:
+        return args.title
+    methods = any(run.variant.method != 'cpvton' for run in done.values())
+    return 'Methods: comparison on the same data, seed and budget' if methods else 'CP-VTON+ options: ablation'
+
+
+def describe_variant(variant):
+    if variant.method != 'cpvton':
+        return f'{variant.description} (scripts/viton/ runs the same steps)'
+    return (f'{variant.description}; GMM flags `{" ".join(variant.gmm_flags) or "-"}`, '
+            f'TOM flags `{" ".join(variant.tom_flags) or "-"}`')
 
 
 def write_report(args, done, commands, total_seconds):
@@ -423,8 +480,8 @@ def write_report(args, done, commands, total_seconds):
             f'synthetic: {args.n_train} train / {args.n_test} test persons, seed {args.seed}, '
             f'textured share {args.textured_share}, occluded share {args.occluded_share}')
     lines = [
-        '# CP-VTON+ options: ablation', '',
-        f'Data: {data}. Budget: GMM {args.gmm_steps} steps, TOM {args.tom_steps} steps, batch {args.batch_size}, '
+        f'# {report_title(args, done)}', '',
+        f'Data: {data}. Budget (steps per stage: the table\'s steps column), batch {args.batch_size}, '
         f'lr {args.lr}, seed {args.seed} (the same for every variant but the noise rows). '
         f'Total time {total_seconds / 60:.1f} min.', '',
         'IoU: warped mask vs the cloth region of the person; SSIM: try-on vs the person (skimage, RGB); LPIPS: '
@@ -437,8 +494,7 @@ def write_report(args, done, commands, total_seconds):
         lines += [f'Not shown ({", ".join(unavailable)}): unavailable in every run (see each variant\'s '
                   f'metrics.json for why, e.g. missing pretrained weights).', '']
     lines += ['## Variants', '']
-    lines += [f'- **{name}**: {run.variant.description}; GMM flags `{" ".join(run.variant.gmm_flags) or "-"}`, '
-              f'TOM flags `{" ".join(run.variant.tom_flags) or "-"}`' for name, run in done.items()]
+    lines += [f'- **{name}**: {describe_variant(run.variant)}' for name, run in done.items()]
     lines += ['', '## The same hard pairs in every variant', '',
               'Lowest baseline SSIM, alternately from the textured and the occluded subset: '
               + ', '.join(f'`{key}`' for key in keys) + '.', '', f'![inputs]({strips["inputs"]})', '']

@@ -173,12 +173,47 @@ class DataLayout:
     def pose(self, im_name):
         return Path(file_in(self.data_dir / 'pose', pose_file_name(im_name)))
 
+    def body_mask(self, im_name):
+        """CP-VTON+'s body mask (--body_shape image-mask)."""
+        return Path(file_in(self.data_dir / 'image-mask', parse_file_name(im_name)))
+
+    def split_file(self, folder, name):
+        """The file ``name`` in the split's ``folder`` (a cloth or warp folder chosen by the stage)."""
+        return Path(file_in(self.data_dir / folder, name))
+
     def real_images(self):
         """Every person photo of the split (FID's real set), sorted by name."""
         folder = self.data_dir / 'image'
         if not folder.is_dir():
             raise DataError(f'person image folder not found: {folder}')
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# The result kinds a stage writes, each a folder of <pair key> images: GMM and the shape-context matcher write
+# warp-cloth ([-1,1] -> 0..255) and warp-mask (0/255), TOM and VITON's refinement try-on, VITON's coarse
+# stage coarse-person and coarse-mask (its predicted clothing mask).
+RESULT_KINDS = ('warp-cloth', 'warp-mask', 'try-on', 'coarse-person', 'coarse-mask')
+
+
+@dataclass(frozen=True)
+class ResultLayout:
+    """Where a stage's results lie: <result_dir>/<checkpoint file name>/<datamode>/<kind>/<pair key>
+    (the shape-context matcher, which has no checkpoint, writes under the name 'shape_context')."""
+    result_dir: Path
+    checkpoint_name: str
+    datamode: str
+
+    @property
+    def folder(self):
+        return Path(self.result_dir) / self.checkpoint_name / self.datamode
+
+    def kind_dir(self, kind):
+        if kind not in RESULT_KINDS:
+            raise ValueError(f'result kind must be one of {RESULT_KINDS}, got {kind!r}')
+        return self.folder / kind
+
+    def file(self, kind, im_name, c_name):
+        return Path(file_in(self.kind_dir(kind), pair_key(im_name, c_name)))
 
 
 def warp_dir_named_by_cloth(warp_dir, pairs):
@@ -213,10 +248,15 @@ def warps_named_by_cloth(data_path, pairs, log=print):
     return by_cloth
 
 
-def cloth_file_name(stage, by_cloth, im_name, c_name):
-    """The file name of a pair's cloth and cloth mask: GMM reads the in-shop cloth by its name; TOM reads
-    GMM's warp of the pair, named by the pair key, or by the cloth where ``by_cloth`` (warps_named_by_cloth)."""
-    return c_name if stage == 'GMM' or by_cloth else pair_key(im_name, c_name)
+def cloth_file_name(in_shop, by_cloth, im_name, c_name):
+    """The file name of a pair's cloth and cloth mask: an in-shop cloth (GMM) is read by its name; a warp (TOM)
+    by the pair key, or by the cloth where ``by_cloth`` (warps_named_by_cloth)."""
+    return c_name if in_shop or by_cloth else pair_key(im_name, c_name)
+
+
+def cloth_folders(in_shop):
+    """(cloth folder, mask folder) of a stage reading in-shop clothes or the split's warps."""
+    return ('cloth', 'cloth-mask') if in_shop else ('warp-cloth', 'warp-mask')
 
 
 # torchvision's ToTensor + Normalize(0.5, 0.5) computes (x / 255 - 0.5) / 0.5 in float32. Scaling by 2 is
@@ -615,19 +655,78 @@ def load_coco18_keypoints(path, scale=(1.0, 1.0)):
     return keypoints
 
 
-class CPDataset(data.Dataset):
-    """Dataset of (person, cloth) pairs. ``opt`` needs: dataroot, datamode, stage ('GMM' or 'TOM'),
-    data_list, fine_height, fine_width, radius; optionally reserved_regions ('original' or
-    'cpvton_plus') and body_shape ('parse' or 'image-mask'), the original's when absent."""
+@dataclass(frozen=True)
+class DataSpec:
+    """What a stage reads and how it represents the person (each method's stages declare theirs).
 
-    def __init__(self, opt):
+    cloth: 'in-shop' (cloth/, cloth-mask/ by the cloth's name) or 'warped' (the split's warp-cloth/ and
+        warp-mask/, CP-VTON's TOM: the GMM results step 3 placed there).
+    representation: 'cpvton' (agnostic in [-1,1], the reserved regions of ``reserved_for``) or 'viton'
+        (VITON's, see viton_agnostic).
+    reserved_for: the RESERVED_LABELS stage key ('GMM' or 'TOM') of the cpvton representation.
+    grid_image: whether items carry the grid picture the GMM warps for visualisation.
+    warps_from: '' or the option naming a folder of pair-keyed warp-cloth/ and warp-mask/ results (VITON's
+        refinement reads the shape-context warps there) that items carry as warped_cloth and warped_mask.
+    """
+    cloth: str = 'in-shop'
+    representation: str = 'cpvton'
+    reserved_for: str = 'GMM'
+    grid_image: bool = False
+    warps_from: str = ''
+
+
+CPVTON_DATA = {'GMM': DataSpec(cloth='in-shop', reserved_for='GMM', grid_image=True),
+               'TOM': DataSpec(cloth='warped', reserved_for='TOM')}
+
+
+def cpvton_data_spec(stage):
+    if stage not in CPVTON_DATA:
+        raise ValueError(f'stage must be GMM or TOM (or a DataSpec given), got {stage!r}')
+    return CPVTON_DATA[stage]
+
+
+VITON_BODY_GRID = 16         # VITON area-downsamples the body shape to 1/16 (16 x 12 at 256 x 192)
+VITON_CLOTH_LABEL = 5        # VITON's clothing mask: upper-clothes only
+
+
+def legacy_bilinear_matrix(size_out, size_in):
+    """[size_out, size_in] weights of TensorFlow 1's resize_images(BILINEAR, align_corners=False), which VITON's
+    data used: source coordinate = output index * size_in / size_out (no half-pixel offset), clamped at the end."""
+    source = np.arange(size_out) * (size_in / size_out)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    weights = np.zeros((size_out, size_in), dtype=np.float64)
+    np.add.at(weights, (np.arange(size_out), low), 1 - (source - low))
+    np.add.at(weights, (np.arange(size_out), high), source - low)
+    return weights
+
+
+def viton_body_shape(silhouette, out):
+    """VITON's body shape: ``silhouette`` [H,W] (bool) area-averaged to 1/16 and resized back bilinearly as
+    TensorFlow 1 did, into ``out`` [1,H,W], in [0,1]."""
+    height, width = silhouette.shape
+    small_h, small_w = height // VITON_BODY_GRID, width // VITON_BODY_GRID
+    blocks = silhouette[:small_h * VITON_BODY_GRID, :small_w * VITON_BODY_GRID].astype(np.float64)
+    small = blocks.reshape(small_h, VITON_BODY_GRID, small_w, VITON_BODY_GRID).mean(axis=(1, 3))   # AREA
+    up = legacy_bilinear_matrix(height, small_h) @ small @ legacy_bilinear_matrix(width, small_w).T
+    out.numpy()[0] = up
+    return out
+
+
+class CPDataset(data.Dataset):
+    """Dataset of (person, cloth) pairs. ``opt`` needs: dataroot, datamode, stage, data_list, fine_height,
+    fine_width, radius; optionally reserved_regions ('original' or 'cpvton_plus') and body_shape ('parse' or
+    'image-mask'), the original's when absent, and the folder option a ``spec.warps_from`` names. ``spec``
+    (DataSpec) is what the stage reads; CP-VTON's GMM and TOM have theirs (CPVTON_DATA) when it is None."""
+
+    def __init__(self, opt, spec=None):
         super().__init__()
         self.opt = opt
+        self.spec = spec or cpvton_data_spec(opt.stage)
         self.root = opt.dataroot
         self.datamode = opt.datamode
         self.stage = opt.stage
-        if self.stage not in ('GMM', 'TOM'):
-            raise ValueError(f'stage must be GMM or TOM, got {self.stage!r}')
+        self.layout = DataLayout(Path(opt.dataroot), opt.datamode)
         self.data_list = opt.data_list
         self.fine_height = opt.fine_height
         self.fine_width = opt.fine_width
@@ -636,10 +735,12 @@ class CPDataset(data.Dataset):
         pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
         self.im_names = [im_name for im_name, _ in pairs]
         self.c_names = [c_name for _, c_name in pairs]
-        self.cloth_dir, self.mask_dir = ('cloth', 'cloth-mask') if self.stage == 'GMM' else ('warp-cloth', 'warp-mask')
-        self.warps_by_cloth = self.stage == 'TOM' and warps_named_by_cloth(self.data_path, pairs)
-        self.grid_image = make_grid_image(self.fine_height, self.fine_width) if self.stage == 'GMM' else ''
-        self.reserved_labels = RESERVED_LABELS[getattr(opt, 'reserved_regions', 'original')][self.stage]
+        in_shop = self.spec.cloth == 'in-shop'
+        self.cloth_dir, self.mask_dir = cloth_folders(in_shop)
+        self.warps_by_cloth = not in_shop and warps_named_by_cloth(self.data_path, pairs)
+        self.warp_results = Path(getattr(opt, self.spec.warps_from)) if self.spec.warps_from else None
+        self.grid_image = make_grid_image(self.fine_height, self.fine_width) if self.spec.grid_image else ''
+        self.reserved_labels = RESERVED_LABELS[getattr(opt, 'reserved_regions', 'original')][self.spec.reserved_for]
         self.body_shape = getattr(opt, 'body_shape', 'parse')
         if self.body_shape not in BODY_SHAPE_SOURCES:
             raise ValueError(f'body_shape must be one of {BODY_SHAPE_SOURCES}, got {self.body_shape!r}')
@@ -652,11 +753,11 @@ class CPDataset(data.Dataset):
 
     def file(self, folder, name):
         """The path of the file ``name`` in the split's ``folder`` (see file_in)."""
-        return file_in(osp.join(self.data_path, folder), name)
+        return str(self.layout.split_file(folder, name))
 
     def cloth_path(self, folder, im_name, c_name):
         """Where a pair's cloth (or mask) lies in `folder` (see cloth_file_name)."""
-        return self.file(folder, cloth_file_name(self.stage, self.warps_by_cloth, im_name, c_name))
+        return self.file(folder, cloth_file_name(self.spec.cloth == 'in-shop', self.warps_by_cloth, im_name, c_name))
 
     def __getitem__(self, index):
         c_name = self.c_names[index]
@@ -672,19 +773,22 @@ class CPDataset(data.Dataset):
         person_pixels, keypoint_scale = load_photo(self.file('image', im_name), size, scales_keypoints=True)
         image = normalized(person_pixels)
 
-        parse_array = load_parse_labels(self.file('image-parse', parse_file_name(im_name)), size)
-        keypoints = load_coco18_keypoints(self.file('pose', pose_file_name(im_name)), keypoint_scale)
+        parse_array = load_parse_labels(str(self.layout.parse_map(im_name)), size)
+        keypoints = load_coco18_keypoints(str(self.layout.pose(im_name)), keypoint_scale)
         # agnostic = [shape (1), head (3), pose maps (18)], each part written in place: building it
         # with torch.cat costed more than the rest of the item together.
         agnostic = torch.empty((4 + len(keypoints), height, width))
         shape, head = agnostic[0:1], agnostic[1:4]
-        downsampled_body_shape(self.body_silhouette(im_name, parse_array, size), height, width, out=shape)
-        masked_image(image, label_region(parse_array, self.reserved_labels), -1.0, out=head)   # black outside
+        _, pose_image = draw_pose_maps(keypoints, height, width, self.radius, out=agnostic[4:])
+        if self.spec.representation == 'viton':
+            self.viton_agnostic(agnostic, image, parse_array)
+        else:
+            downsampled_body_shape(self.body_silhouette(im_name, parse_array, size), height, width, out=shape)
+            masked_image(image, label_region(parse_array, self.reserved_labels), -1.0, out=head)   # black outside
         cloth_region = label_region(parse_array, CLOTH_LABELS)
         parse_cloth = masked_image(image, cloth_region, 1.0)                                   # white outside
         parse_cloth_mask = torch.from_numpy(cloth_region.astype(np.float32)).unsqueeze(0)
-        _, pose_image = draw_pose_maps(keypoints, height, width, self.radius, out=agnostic[4:])
-        return {
+        item = {
             'c_name': c_name,            # for visualisation
             'im_name': im_name,          # for visualisation or ground truth
             'cloth': cloth,              # input
@@ -698,12 +802,35 @@ class CPDataset(data.Dataset):
             'grid_image': self.grid_image,  # visualisation
             'parse_cloth_mask': parse_cloth_mask,  # ground truth (TOM, --tom_mask_target person_cloth)
         }
+        if self.spec.representation == 'viton':
+            item['viton_cloth_mask'] = torch.from_numpy(
+                (parse_array == VITON_CLOTH_LABEL).astype(np.float32)).unsqueeze(0)
+        if self.warp_results is not None:
+            item.update(self.warped_cloth(im_name, c_name, size))
+        return item
+
+    def viton_agnostic(self, agnostic, image, parse_array):
+        """VITON's person representation, in place of ``agnostic`` [22,H,W] whose pose maps (rows 4:) CP-VTON's
+        drawing filled in [-1,1]: body shape without the head in [0,1], the head regions' RGB in [-1,1] and 0
+        outside (not -1), the pose boxes in {0,1}."""
+        head_region = label_region(parse_array, HEAD_LABELS)
+        viton_body_shape((parse_array > 0) & ~head_region, out=agnostic[0:1])
+        masked_image(image, head_region, 0.0, out=agnostic[1:4])
+        agnostic[4:].add_(1).mul_(0.5)
+
+    def warped_cloth(self, im_name, c_name, size):
+        """{'warped_cloth' [3,H,W] in [-1,1], 'warped_mask' [1,H,W] in {0,1}} of the pair in ``warp_results``."""
+        key = pair_key(im_name, c_name)
+        pixels, _ = load_photo(file_in(self.warp_results / 'warp-cloth', key), size)
+        mask = load_mask(file_in(self.warp_results / 'warp-mask', key), size)
+        return {'warped_cloth': normalized(pixels),
+                'warped_mask': torch.from_numpy((mask >= MASK_THRESHOLD).astype(np.float32)).unsqueeze(0)}
 
     def body_silhouette(self, im_name, parse_array, size):
         """Bool [H,W]: the person's body, from the parse map or CP-VTON+'s image-mask/."""
         if self.body_shape == 'parse':
             return parse_array > 0
-        return load_body_mask(self.file('image-mask', parse_file_name(im_name)), size)
+        return load_body_mask(str(self.layout.body_mask(im_name)), size)
 
 
 class ResumableSampler(data.Sampler):

@@ -25,15 +25,16 @@ import os.path as osp
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from PIL import Image
 
 import flags
-from cp_dataset import (BODY_SHAPE_SOURCES, DataFileError, FileProblem, cloth_file_name, file_in, keypoint_fixes,
-                        mask_fixes, parse_file_name, parse_fixes, parse_labels, photo_fixes, pose_file_name,
-                        read_pose_keypoints, scan_pairs, shown, warps_named_by_cloth)
+from cp_dataset import (BODY_SHAPE_SOURCES, DataFileError, FileProblem, cloth_file_name, cloth_folders,
+                        cpvton_data_spec, file_in, keypoint_fixes, mask_fixes, pair_key, parse_file_name, parse_fixes,
+                        parse_labels, photo_fixes, pose_file_name, read_pose_keypoints, scan_pairs, shown,
+                        warps_named_by_cloth)
 
 # The bytes an intact file of the format ends with: JPEG's EOI marker, PNG's IEND chunk.
 END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
@@ -138,16 +139,29 @@ def run_check(path, file_check, size):
                             'the file is damaged or of another type: copy or export it again from its source')], []
 
 
-def files_to_check(opt, data_path, pairs, log=print):
-    """{path: FileCheck} of every file the pairs read, each once, in the order of the pairs file."""
-    cloth_dir, mask_dir = ('cloth', 'cloth-mask') if opt.stage == 'GMM' else ('warp-cloth', 'warp-mask')
+WARP_RESULTS_FIX = ('run the warp of these pairs first (VITON: step 3, shape_context.py), or pass the folder '
+                    'that holds its warp-cloth/ and warp-mask/')
+
+
+def files_to_check(opt, data_path, pairs, log=print, spec=None):
+    """{path: FileCheck} of every file the pairs read (``spec``: the stage's DataSpec, CP-VTON's GMM or TOM by
+    opt.stage when None), each once, in the order of the pairs file."""
+    spec = spec or cpvton_data_spec(opt.stage)
+    in_shop = spec.cloth == 'in-shop'
+    cloth_dir, mask_dir = cloth_folders(in_shop)
     # The dataset's own rules for file names (a dataset can't be built here, as its constructor stops
     # at the first bad pairs line).
-    by_cloth = opt.stage == 'TOM' and warps_named_by_cloth(data_path, pairs, log)
+    by_cloth = not in_shop and warps_named_by_cloth(data_path, pairs, log)
+    warp_results = osp.abspath(getattr(opt, spec.warps_from)) if spec.warps_from else None
     files = {}
 
     def add(folder, name):
         files[file_in(osp.join(data_path, folder), name)] = FILE_CHECKS[folder]
+
+    def add_warp_result(folder, name):
+        folder_path = osp.join(warp_results, folder)
+        files[file_in(folder_path, name)] = replace(FILE_CHECKS[folder], folder=folder_path,
+                                                    missing_fix=WARP_RESULTS_FIX)
 
     for im_name, c_name in pairs:
         add('image', im_name)
@@ -155,9 +169,12 @@ def files_to_check(opt, data_path, pairs, log=print):
         add('pose', pose_file_name(im_name))
         if getattr(opt, 'body_shape', 'parse') == 'image-mask':
             add('image-mask', parse_file_name(im_name))
-        cloth = cloth_file_name(opt.stage, by_cloth, im_name, c_name)
+        cloth = cloth_file_name(in_shop, by_cloth, im_name, c_name)
         add(cloth_dir, cloth)
         add(mask_dir, cloth)
+        if warp_results:
+            add_warp_result('warp-cloth', pair_key(im_name, c_name))
+            add_warp_result('warp-mask', pair_key(im_name, c_name))
     return files
 
 
@@ -165,14 +182,14 @@ def without_missing_folders(files, data_path):
     """(files outside missing folders, one error per missing folder) - not one error per file in it."""
     kept, errors = {}, []
     for folder in dict.fromkeys(file_check.folder for file_check in files.values()):
-        folder_path = osp.join(data_path, folder)
+        folder_path = osp.join(data_path, folder)   # a folder outside the split is absolute: join keeps it
         in_folder = {path: check for path, check in files.items() if check.folder == folder}
         if osp.isdir(folder_path):
             kept.update(in_folder)
         else:
             errors.append(FileProblem('missing folder', folder_path,
                                       f'folder not found ({len(in_folder)} files of the pairs file are to be there)',
-                                      FILE_CHECKS[folder].missing_fix))
+                                      next(iter(in_folder.values())).missing_fix))
     return kept, errors
 
 
@@ -233,16 +250,16 @@ class DataReport:
         return '\n'.join(lines)
 
 
-def validate_dataset(opt, log=print):
-    """Check every file the pairs file names. ``opt``: dataroot, datamode, stage ('GMM' or 'TOM'),
-    data_list, fine_height, fine_width (and body_shape, if image-mask/ is read). Returns a DataReport;
-    logs one line as it starts."""
+def validate_dataset(opt, log=print, spec=None):
+    """Check every file the pairs file names. ``opt``: dataroot, datamode, stage, data_list, fine_height,
+    fine_width (and body_shape, if image-mask/ is read); ``spec``: the stage's DataSpec (files_to_check).
+    Returns a DataReport; logs one line as it starts."""
     start = time.perf_counter()
     data_path = osp.join(opt.dataroot, opt.datamode)
     report = DataReport(data_path, osp.join(opt.dataroot, opt.data_list), opt.stage)
     log(f'checking the data in {data_path} against {report.pairs_path} (stage {opt.stage}) ...')
     pairs, report.errors = scan_pairs(report.pairs_path)
-    files, folder_errors = without_missing_folders(files_to_check(opt, data_path, pairs, log), data_path)
+    files, folder_errors = without_missing_folders(files_to_check(opt, data_path, pairs, log, spec), data_path)
     report.errors += folder_errors
     size = (opt.fine_width, opt.fine_height)
     items = list(files.items())
@@ -257,19 +274,19 @@ def validate_dataset(opt, log=print):
     return report
 
 
-def check_or_exit(opt, log=print):
+def check_or_exit(opt, log=print, spec=None):
     """Before training or testing: raise SystemExit with the full report when there are errors,
     else log the warnings (or a one-line summary) once and return the report."""
-    report = validate_dataset(opt, log)
+    report = validate_dataset(opt, log, spec)
     if not report.ok:
         raise SystemExit(report.format())
     log(report.format())
     return report
 
 
-def check_only(opt, log=print):
+def check_only(opt, log=print, spec=None):
     """The --check_data mode: log the full report; returns the exit status, 1 when there are errors."""
-    report = validate_dataset(opt, log)
+    report = validate_dataset(opt, log, spec)
     log(report.format())
     return 0 if report.ok else 1
 

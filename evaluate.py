@@ -85,7 +85,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import flags
-from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, DataError, DataLayout, existing_file, file_in,
+from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, DataError, DataLayout, ResultLayout, existing_file, file_in,
                         load_parse_labels, load_photo, open_image, pair_key, parallel_map, read_pairs, shown)
 from metrics import (MATLAB_SSIM_C1, MATLAB_SSIM_C2, MATLAB_SSIM_RADIUS, MATLAB_SSIM_SIGMA, SKIMAGE_SSIM_SETTINGS,
                      fid_from_features, inception_score_from_probs, mask_iou, matlab_ssim_score, ssim_score)
@@ -749,11 +749,11 @@ def unpaired_metric_results(args, layout, pairs, metrics, notes, device, subsets
 
 
 def default_tryon_dir(args):
-    return Path(args.result_dir) / args.tom_checkpoint_name / args.datamode / 'try-on'
+    return ResultLayout(args.result_dir, args.tom_checkpoint_name, args.datamode).kind_dir('try-on')
 
 
 def default_warp_mask_dir(args):
-    return Path(args.result_dir) / args.gmm_checkpoint_name / args.datamode / 'warp-mask'
+    return ResultLayout(args.result_dir, args.gmm_checkpoint_name, args.datamode).kind_dir('warp-mask')
 
 
 def output_path(args, layout, metrics):

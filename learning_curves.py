@@ -292,7 +292,7 @@ def score_checkpoint(base_opt, eval_args, checkpoint, metrics, work):
     """Test ``checkpoint`` with test.py's loop into the work folder, score it, remove the results.
     Returns score_results(...)."""
     opt = argparse.Namespace(**{**vars(base_opt), 'checkpoint': checkpoint.path})
-    folder = test_script.result_folder(opt)
+    folder = str(test_script.result_layout(opt).folder)
     shutil.rmtree(osp.dirname(folder), ignore_errors=True)   # what an interrupted call left
     try:
         test_script.test(opt)

@@ -417,18 +417,23 @@ class VGGLoss(nn.Module):
         return loss
 
 
-def build_vgg_loss(vgg_init='imagenet', vgg_weights='', log=print):
-    """VGGLoss with ImageNet weights (default; from --vgg_weights or torch's cache) or, only when
-    asked with vgg_init='random', a random VGG19. Says in the log which one is in use."""
+def vgg19_weights_path(vgg_init='imagenet', vgg_weights='', log=print):
+    """The ImageNet VGG19 weights file of a perceptual loss (from --vgg_weights or torch's cache), or None for the
+    random VGG19 asked for with vgg_init='random'. Says in the log which one is in use."""
     if vgg_init == 'random':
         log('VGG19 perceptual loss: RANDOM initialisation (--vgg_init random). Fine for demos and tests; '
             'results are not comparable with the paper.')
-        return VGGLoss(Vgg19(None))
+        return None
     if vgg_init != 'imagenet':
         raise ValueError(f'--vgg_init must be imagenet or random, got {vgg_init!r}')
     path = find_vgg19_weights(vgg_weights)
     log(f'VGG19 perceptual loss: ImageNet weights from {path}')
-    return VGGLoss(Vgg19(path))
+    return path
+
+
+def build_vgg_loss(vgg_init='imagenet', vgg_weights='', log=print):
+    """CP-VTON's VGGLoss on the VGG19 of vgg19_weights_path."""
+    return VGGLoss(Vgg19(vgg19_weights_path(vgg_init, vgg_weights, log)))
 
 
 # --------------------------------------------------------------------------- checkpoints

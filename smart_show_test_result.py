@@ -35,8 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import flags
-from cp_dataset import (LIP_PALETTE, DataError, file_in, pair_key, parse_file_name, pose_file_name, read_keypoints,
-                        read_pairs)
+from cp_dataset import LIP_PALETTE, DataError, DataLayout, ResultLayout, file_in, pair_key, read_keypoints, read_pairs
 from evaluate import RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir, per_pair_scores
 from metrics import ssim_score
 from progress import progress
@@ -176,20 +175,21 @@ def vstack(rows):
 
 
 class PairFiles:
-    """Paths of everything shown for one pair."""
+    """Paths of everything shown for one pair: its data (cp_dataset.DataLayout) and its results
+    (cp_dataset.ResultLayout of the warp and of the try-on)."""
 
     def __init__(self, opt, im_name, c_name):
-        data = osp.join(opt.dataroot, opt.datamode)
-        key = pair_key(im_name, c_name)
-        gmm = osp.join(opt.result_dir, opt.gmm_checkpoint_name, opt.datamode)
-        self.cloth = file_in(osp.join(data, 'cloth'), c_name)
-        self.cloth_mask = file_in(osp.join(data, 'cloth-mask'), c_name)
-        self.person = file_in(osp.join(data, 'image'), im_name)
-        self.parse = file_in(osp.join(data, 'image-parse'), parse_file_name(im_name))
-        self.pose = file_in(osp.join(data, 'pose'), pose_file_name(im_name))
-        self.warp_cloth = file_in(osp.join(gmm, 'warp-cloth'), key)
-        self.warp_mask = file_in(osp.join(gmm, 'warp-mask'), key)
-        self.tryon = file_in(osp.join(opt.result_dir, opt.tom_checkpoint_name, opt.datamode, 'try-on'), key)
+        data = DataLayout(Path(opt.dataroot), opt.datamode)
+        warps = ResultLayout(opt.result_dir, opt.gmm_checkpoint_name, opt.datamode)
+        tryons = ResultLayout(opt.result_dir, opt.tom_checkpoint_name, opt.datamode)
+        self.cloth = str(data.cloth(c_name))
+        self.cloth_mask = str(data.cloth_mask(c_name))
+        self.person = str(data.person_image(im_name))
+        self.parse = str(data.parse_map(im_name))
+        self.pose = str(data.pose(im_name))
+        self.warp_cloth = str(warps.file('warp-cloth', im_name, c_name))
+        self.warp_mask = str(warps.file('warp-mask', im_name, c_name))
+        self.tryon = str(tryons.file('try-on', im_name, c_name))
 
 
 def simple_strip(files):

@@ -1,11 +1,11 @@
-"""Run a trained GMM or TOM over a pairs list and write its results.
+"""Run a trained stage (GMM, TOM, or another method's, see methods.py) over a pairs list and write its results.
 
     python test.py --name gmm_traintest_new --stage GMM --checkpoint checkpoints/gmm_train_new/gmm_final.pth
     python test.py --name tom_test_new --stage TOM --checkpoint checkpoints/tom_train_new/tom_final.pth
 
-Results go to <result_dir>/<checkpoint file name>/<datamode>/:
+Results go to the result layout (cp_dataset.ResultLayout), <result_dir>/<checkpoint file name>/<datamode>/:
     GMM: warp-cloth/<pair>.jpg (warped cloth, [-1,1] -> 0..255) and warp-mask/<pair>.jpg (0/255)
-    TOM: try-on/<pair>.jpg
+    TOM: try-on/<pair>.jpg          (each stage's kinds: its method module's docstring)
 where <pair> = cp_dataset.pair_key(person, cloth), e.g. 000001_0_001744_1.jpg, so that a cloth
 used with several persons (or a person with several clothes) never overwrites another pair's result.
 """
@@ -18,18 +18,20 @@ import torch
 from tensorboardX import SummaryWriter
 
 import flags
-from cp_dataset import CPDataLoader, CPDataset, pair_key
+from cp_dataset import CPDataLoader, CPDataset, ResultLayout
 from data_check import check_only, check_or_exit
+from methods import STAGES, add_method_arguments
 from networks import CheckpointError, DamagedCheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
 from runs import command_with, intact_step_checkpoint_beside
 from progress import progress
-from train import (MODEL_OPTIONS, OPTIONS_FILE, STAGES, add_model_arguments, add_tf32_argument, build_model,
-                   describe_options, read_options, to_device)
-from visualization import board_add_images, save_images
+from train import (MODEL_OPTIONS, OPTIONS_FILE, add_model_arguments, add_tf32_argument, describe_options,
+                   read_options, to_device)
+from visualization import board_add_images
 
 
 def get_opt(argv=None):
-    parser = argparse.ArgumentParser(description='Test CP-VTON (GMM or TOM).', formatter_class=flags.RangeHelpFormatter)
+    parser = argparse.ArgumentParser(description='Test a trained stage (CP-VTON: GMM or TOM; VITON; see methods.py).',
+                                     formatter_class=flags.RangeHelpFormatter)
     parser.add_argument('--name', default='GMM')
     parser.add_argument('--gpu_ids', type=flags.gpu_ids, default='', help='the device to run on')
     parser.add_argument('-j', '--workers', type=flags.non_negative_int, default=1,
@@ -37,7 +39,7 @@ def get_opt(argv=None):
     parser.add_argument('-b', '--batch-size', type=flags.positive_int, default=4, help='pairs per batch')
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='test')
-    parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
+    parser.add_argument('--stage', default='GMM', choices=tuple(STAGES))
     parser.add_argument('--data_list', default='test_pairs.txt')
     add_model_arguments(parser)
     add_tf32_argument(parser)
@@ -49,9 +51,11 @@ def get_opt(argv=None):
     parser.add_argument('--shuffle', action='store_true', help='shuffle input data')
     parser.add_argument('--check_data', action='store_true',
                         help='only check the dataset against the pairs file, report every problem, and exit')
+    add_method_arguments(parser, training=False)
     opt = parser.parse_args(argv)
     flags.check_gpu_ids_present(parser, opt.gpu_ids)
     apply_recorded_options(opt, parser)
+    STAGES[opt.stage].check_options(parser, opt)
     return opt
 
 
@@ -82,48 +86,34 @@ def apply_recorded_options(opt, parser, log=print):
         log(f'model options from {path}: {" ".join(taken)}')
 
 
-def result_folder(opt):
-    return osp.join(opt.result_dir, osp.basename(opt.checkpoint), opt.datamode)
-
-
-def save_gmm_results(inputs, out, folder):
-    names = [pair_key(p, c) for p, c in zip(inputs['im_name'], inputs['c_name'])]
-    save_images(out['warped_cloth'], names, osp.join(folder, 'warp-cloth'))
-    save_images(out['warped_mask'] * 2 - 1, names, osp.join(folder, 'warp-mask'))
-
-
-def save_tom_results(inputs, out, folder):
-    names = [pair_key(p, c) for p, c in zip(inputs['im_name'], inputs['c_name'])]
-    save_images(out['p_tryon'], names, osp.join(folder, 'try-on'))
-
-
-SAVERS = {'GMM': save_gmm_results, 'TOM': save_tom_results}
+def result_layout(opt):
+    return ResultLayout(opt.result_dir, osp.basename(opt.checkpoint), opt.datamode)
 
 
 def test(opt):
     device = select_device(opt.gpu_ids)
     set_tf32(opt.tf32)
-    model = build_model(opt)
+    stage = STAGES[opt.stage]
+    model = stage.build_model(opt)
     load_checkpoint(model, opt.checkpoint, device)
     model.eval()
-    check_or_exit(opt)
-    dataset = CPDataset(opt)
+    check_or_exit(opt, spec=stage.data)
+    dataset = CPDataset(opt, stage.data)
     loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
-    folder = result_folder(opt)
+    results = result_layout(opt)
+    folder = str(results.folder)
     print(f'testing {opt.stage} {opt.checkpoint} on {len(dataset)} pairs of {opt.data_list} ({device}) -> {folder}; '
           f'{describe_options(opt)}', flush=True)
-    run_stage, visuals = STAGES[opt.stage]
-    save_results = SAVERS[opt.stage]
     board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name))
     batches = progress(loader.data_loader, desc=f'test {opt.stage}', unit='batch', file=sys.stdout)
     with torch.inference_mode():
         for step, batch in enumerate(batches):
             start = time.time()
             inputs = to_device(batch, device)
-            out = run_stage(model, inputs)
-            save_results(inputs, out, folder)
+            out = stage.run(model, inputs)
+            stage.save_results(inputs, out, results)
             if (step + 1) % opt.display_count == 0:
-                board_add_images(board, 'combine', visuals(inputs, out), step + 1)
+                board_add_images(board, 'combine', stage.visuals(inputs, out), step + 1)
                 batches.set_postfix_str('step: %8d, time: %.3f' % (step + 1, time.time() - start))
     board.close()
     print(f'wrote {len(dataset)} results to {folder}', flush=True)
@@ -133,7 +123,7 @@ def test(opt):
 def main(argv=None):
     opt = get_opt(argv)
     if opt.check_data:
-        return check_only(opt)
+        return check_only(opt, spec=STAGES[opt.stage].data)
     try:
         test(opt)
     except CheckpointError as error:

@@ -1,11 +1,12 @@
-"""Train CP-VTON's Geometric Matching Module (--stage GMM) or Try-On Module (--stage TOM).
+"""Train a stage of a method: CP-VTON's Geometric Matching Module (--stage GMM) or Try-On Module (--stage TOM),
+or another method's stage of the registry (methods.py, e.g. VITON_COARSE, VITON_REFINE).
 
     python train.py --name gmm_train_new --stage GMM --workers 4 --save_count 5000 --shuffle
     python train.py --name tom_train_new --stage TOM --workers 4 --save_count 5000 --shuffle
     torchrun --nproc_per_node=4 train.py ...      # DistributedDataParallel, --batch-size per GPU
 
-Writes checkpoints/<name>/step_XXXXXX.pth every --save_count steps and gmm_final.pth /
-tom_final.pth at the end (plain state dicts in the original layout), plus resume.pth (model,
+Writes checkpoints/<name>/step_XXXXXX.pth every --save_count steps and the stage's final checkpoint
+(gmm_final.pth, tom_final.pth, ...) at the end (plain state dicts in the original layout), plus resume.pth (model,
 optimizer, LR schedule, step, data position, RNG) for --resume; TensorBoard logs go to
 tensorboard/<name>. The flags and defaults are the original's; the additions are listed
 in README.md.
@@ -29,11 +30,12 @@ from tensorboardX import SummaryWriter
 
 import flags
 from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset, DataError
+from cpvton import TOM_MASK_TARGETS
 from data_check import check_only, check_or_exit
-from networks import (GMM, TOM_INPUT_CHANNELS, CheckpointError, DiskFullError, atomic_write, build_tom,
-                      build_vgg_loss, cpu_state_dict, durable_writer, format_bytes, grid_interval_consistency,
-                      load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32, sha256_of,
-                      tom_tryon, unwrap_model, warp, warp_cloth)
+from methods import STAGES, add_method_arguments, refuse_other_stages_options
+from networks import (CheckpointError, DiskFullError, atomic_write, cpu_state_dict, durable_writer, format_bytes,
+                      load_checkpoint, read_checkpoint, save_checkpoint, select_device, serialized, set_tf32,
+                      sha256_of)
 from runs import (RunFolderError, RunLock, command_with, disk_space_warning, newest_intact, resume_option_changes,
                   step_checkpoints, step_of)
 from visualization import board_add_images
@@ -53,7 +55,7 @@ def get_opt(argv=None):
                         help='per process (per GPU with torchrun)')
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='train')
-    parser.add_argument('--stage', default='GMM', choices=['GMM', 'TOM'])
+    parser.add_argument('--stage', default='GMM', choices=tuple(STAGES))
     parser.add_argument('--data_list', default='train_pairs.txt')
     add_model_arguments(parser)
     parser.add_argument('--lr', type=flags.positive_float, default=0.0001, help='initial learning rate for adam')
@@ -77,7 +79,8 @@ def get_opt(argv=None):
                         help='continue the run in <checkpoint_dir>/<name> from its resume.pth (or from the '
                              'resume state given, e.g. its resume.prev.pth)')
     parser.add_argument('--vgg_init', default='imagenet', choices=['imagenet', 'random'],
-                        help='TOM perceptual loss: ImageNet VGG19 (needs the weights file) or random (demos/tests)')
+                        help='the perceptual loss (TOM, VITON): ImageNet VGG19 (needs the weights file) or random '
+                             '(demos/tests)')
     parser.add_argument('--vgg_weights', default='', help='path of vgg19-dcbb9e9d.pth (default: torch hub cache)')
     parser.add_argument('--amp', action='store_true', help='bf16 autocast (GPU speed; off = faithful float32)')
     parser.add_argument('--channels_last', action='store_true', help='channels-last memory format')
@@ -92,13 +95,11 @@ def get_opt(argv=None):
     plus.add_argument('--tom_mask_target', default='warped_mask', choices=TOM_MASK_TARGETS,
                       help="TOM: the composition mask's L1 target: GMM's warped mask (original) or the "
                            "person's cloth region in the parse map (CP-VTON+)")
+    add_method_arguments(parser, training=True)
     opt = parser.parse_args(argv)
     if opt.stage == 'GMM':
         flags.check_gmm_trainable_size(parser, opt.fine_height, opt.fine_width)
-    for name, stage in (('gic_weight', 'GMM'), ('tom_mask_input', 'TOM'), ('tom_mask_target', 'TOM')):
-        # a flag the other stage ignores is a mistake in the command, not an option to drop silently
-        if opt.stage != stage and getattr(opt, name) != parser.get_default(name):
-            parser.error(f'--{name} is an option of --stage {stage}; it does nothing with --stage {opt.stage}')
+    refuse_other_stages_options(parser, opt)
     if opt.vgg_weights and opt.vgg_init == 'random':
         parser.error(f'--vgg_weights {opt.vgg_weights} contradicts --vgg_init random (which uses no weights)')
     flags.check_gpu_ids_present(parser, opt.gpu_ids)
@@ -154,12 +155,6 @@ def describe_options(opt):
 
 # --------------------------------------------------------------------------- one step of each stage
 
-def build_model(opt):
-    if opt.stage == 'GMM':
-        return GMM(opt)
-    return build_tom(TOM_INPUT_CHANNELS + (1 if getattr(opt, 'tom_mask_input', False) else 0))
-
-
 def to_device(batch, device, memory_format=torch.contiguous_format):
     """Move every tensor of a batch dict to ``device``, images ([B,C,H,W]) in ``memory_format``; file
     names and '' stay as they are."""
@@ -170,84 +165,6 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
 def finite_grid(out):
     """Whether a stage's warp grid (GMM: out['grid']) is all finite; True for stages without one."""
     return torch.isfinite(out['grid'].detach()).all() if 'grid' in out else torch.tensor(True)
-
-
-def run_gmm(model, inputs):
-    """GMM forward and warp: returns dict(grid, theta, warped_cloth, warped_mask)."""
-    grid, theta = model(inputs['agnostic'], inputs['cloth'])
-    warped_cloth, warped_mask = warp_cloth(inputs['cloth'], inputs['cloth_mask'], grid)
-    return {'grid': grid, 'theta': theta, 'warped_cloth': warped_cloth, 'warped_mask': warped_mask}
-
-
-def gmm_visuals(inputs, out):
-    """Rows: head/shape/pose . cloth/warped cloth/target . warped grid/overlay/person."""
-    warped_grid = warp(inputs['grid_image'], out['grid'], 'zeros')
-    return [[inputs['head'], inputs['shape'], inputs['pose_image']],
-            [inputs['cloth'], out['warped_cloth'], inputs['parse_cloth']],
-            [warped_grid, (out['warped_cloth'] + inputs['image']) * 0.5, inputs['image']]]
-
-
-def tom_input(model, inputs):
-    """TOM's input: agnostic (22) + warped cloth (3), and the warped mask (1) for a 26-channel
-    TOM (--tom_mask_input, CP-VTON+); the model's own input width decides."""
-    parts = [inputs['agnostic'], inputs['cloth']]
-    if unwrap_model(model).input_nc == TOM_INPUT_CHANNELS + 1:
-        parts.append(inputs['cloth_mask'])
-    return torch.cat(parts, 1)
-
-
-def run_tom(model, inputs):
-    """TOM forward and composition: returns dict(p_rendered, m_composite, p_tryon)."""
-    outputs = model(tom_input(model, inputs))
-    p_rendered, m_composite, p_tryon = tom_tryon(outputs, inputs['cloth'])
-    return {'p_rendered': p_rendered, 'm_composite': m_composite, 'p_tryon': p_tryon}
-
-
-def tom_visuals(inputs, out):
-    """Rows: head/shape/pose . cloth/mask/composition mask . rendered/try-on/person."""
-    return [[inputs['head'], inputs['shape'], inputs['pose_image']],
-            [inputs['cloth'], inputs['cloth_mask'] * 2 - 1, out['m_composite'] * 2 - 1],
-            [out['p_rendered'], out['p_tryon'], inputs['image']]]
-
-
-class GMMLoss(nn.Module):
-    """L1 between the warped cloth and the cloth region of the person; with ``gic_weight`` > 0,
-    plus that weight times CP-VTON+'s grid-interval-consistency loss of the grid."""
-
-    def __init__(self, gic_weight=0.0):
-        super().__init__()
-        self.gic_weight = gic_weight
-
-    def forward(self, inputs, out):
-        loss_warp = nn.functional.l1_loss(out['warped_cloth'], inputs['parse_cloth'])
-        if not self.gic_weight:
-            return loss_warp, {'metric': loss_warp}
-        loss_gic = grid_interval_consistency(out['grid'])
-        loss = loss_warp + self.gic_weight * loss_gic
-        return loss, {'metric': loss, 'Lwarp': loss_warp, 'Lgic': loss_gic}
-
-
-TOM_MASK_TARGETS = {'warped_mask': 'cloth_mask', 'person_cloth': 'parse_cloth_mask'}   # option -> input key
-
-
-class TOMLoss(nn.Module):
-    """L1(try-on, person) + VGG(try-on, person) + L1(composition mask, target), the target being
-    the warped-cloth mask (original) or the person's cloth region (``mask_target='person_cloth'``)."""
-
-    def __init__(self, vgg_loss, mask_target='warped_mask'):
-        super().__init__()
-        self.vgg_loss = vgg_loss
-        self.mask_key = TOM_MASK_TARGETS[mask_target]
-
-    def forward(self, inputs, out):
-        loss_l1 = nn.functional.l1_loss(out['p_tryon'], inputs['image'])
-        loss_vgg = self.vgg_loss(out['p_tryon'], inputs['image'])
-        loss_mask = nn.functional.l1_loss(out['m_composite'], inputs[self.mask_key])
-        loss = loss_l1 + loss_vgg + loss_mask
-        return loss, {'metric': loss, 'L1': loss_l1, 'VGG': loss_vgg, 'MaskL1': loss_mask}
-
-
-STAGES = {'GMM': (run_gmm, gmm_visuals), 'TOM': (run_tom, tom_visuals)}
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -403,6 +320,7 @@ class Trainer:
 
     def setup(self):
         opt = self.opt
+        self.stage = STAGES[opt.stage]
         self.log = Logger(self.rank)
         self.all_or_none(self.take_run_folder)
         state = self.resume_state() if opt.resume is not None else None
@@ -424,23 +342,22 @@ class Trainer:
         self.log(describe_options(opt))
         self.all_or_none(lambda: self.record_options(state, given_seed))
 
-        self.all_or_none(lambda: check_or_exit(opt, self.log))
-        self.dataset = self.all_or_none(lambda: CPDataset(opt))
+        self.all_or_none(lambda: check_or_exit(opt, self.log, self.stage.data))
+        self.dataset = self.all_or_none(lambda: CPDataset(opt, self.stage.data))
         self.loader = self.all_or_none(lambda: CPDataLoader(opt, self.dataset, rank=self.rank,
                                                             world_size=self.world_size,
                                                             pin_memory=self.device.type == 'cuda', log=self.log))
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
 
-        model = build_model(opt)
+        model = self.all_or_none(lambda: self.stage.build_model(opt))
         if opt.checkpoint:
             self.all_or_none(lambda: load_checkpoint(model, opt.checkpoint, torch.device('cpu')))
             self.log(f'initialised from {opt.checkpoint}')
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr, betas=(0.5, 0.999))
+        self.optimizer = torch.optim.Adam(self.stage.trainable(self.model), lr=opt.lr, betas=(0.5, 0.999))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=lr_lambda_for(opt))
-        self.criterion = self.all_or_none(lambda: GMMLoss(opt.gic_weight) if opt.stage == 'GMM' else TOMLoss(
-            build_vgg_loss(opt.vgg_init, opt.vgg_weights, self.log), opt.tom_mask_target)).to(self.device)
+        self.criterion = self.all_or_none(lambda: self.stage.build_loss(opt, self.log)).to(self.device)
         self.criterion = self.criterion.to(memory_format=self.memory_format)
         if self.rank:
             torch.manual_seed(opt.seed + self.rank)
@@ -457,7 +374,6 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
         if opt.compile:
             self.forward = torch.compile(self.forward)
-        self.run_stage, self.visuals = STAGES[opt.stage]
         if self.rank == 0:
             # purge_step drops events a killed run logged after its last checkpoint.
             self.board = SummaryWriter(log_dir=osp.join(opt.tensorboard_dir, opt.name),
@@ -671,7 +587,7 @@ class Trainer:
     def train_step(self, step):
         inputs = to_device(self.loader.next_batch(), self.device, self.memory_format)
         with self.autocast():
-            out = self.run_stage(self.forward, inputs)
+            out = self.stage.run(self.forward, inputs)
             loss, terms = self.criterion(inputs, out)
         self.stop_if_not_finite(step, loss, out, inputs)
         self.optimizer.zero_grad(set_to_none=True)
@@ -709,17 +625,11 @@ class Trainer:
         lr = self.optimizer.param_groups[0]['lr']
         total = self.opt.keep_step + self.opt.decay_step
         eta = format_eta(seconds_per_step * (total - step - 1))
-        if self.opt.stage == 'GMM':
-            line = 'step: %8d, time: %.3f, loss: %4f' % (step + 1, seconds_per_step, values['metric'])
-            if 'Lgic' in values:
-                line += ', warp: %.6f, gic: %.8f' % (values['Lwarp'], values['Lgic'])
-        else:
-            line = ('step: %8d, time: %.3f, loss: %.4f, l1: %.4f, vgg: %.4f, mask: %.4f'
-                    % (step + 1, seconds_per_step, values['metric'], values['L1'], values['VGG'], values['MaskL1']))
+        line = 'step: %8d, time: %.3f, %s' % (step + 1, seconds_per_step, self.stage.log_terms(values))
         self.log(f'{line}, lr: {lr:.3g}, {1 / seconds_per_step:.2f} steps/s, eta {eta}')
         if self.board is not None:
             with torch.no_grad():
-                board_add_images(self.board, 'combine', self.visuals(inputs, out), step + 1)
+                board_add_images(self.board, 'combine', self.stage.visuals(inputs, out), step + 1)
             for tag, value in values.items():
                 self.board.add_scalar(tag, value, step + 1)
             self.board.add_scalar('lr', lr, step + 1)
@@ -727,7 +637,7 @@ class Trainer:
     def train(self):
         opt = self.opt
         total = opt.keep_step + opt.decay_step
-        final_name = 'gmm_final.pth' if opt.stage == 'GMM' else 'tom_final.pth'
+        final_name = self.stage.final_checkpoint
         with StopRequest() as stop:
             tick, tick_step = time.time(), self.start_step
             for step in range(self.start_step, total):
@@ -784,7 +694,7 @@ class Trainer:
 def main(argv=None):
     opt = get_opt(argv)
     if opt.check_data:
-        return check_only(opt)
+        return check_only(opt, spec=STAGES[opt.stage].data)
     trainer = Trainer(opt, argv)
     try:
         return trainer.train()

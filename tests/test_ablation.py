@@ -1,4 +1,5 @@
-"""ablation.py end to end on a tiny budget: the table, the strips, GMM reuse, and its output folder rules."""
+"""ablation.py end to end on a tiny budget: the table, the strips, GMM reuse, a method's row (VITON), and its output
+folder rules."""
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from synthetic_data import generate_dataset
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    """A 1-step ablation of the baseline, one TOM option and a noise row (seed 4) on user data without a
+    """A 1-step ablation of the baseline, one TOM option, VITON and a noise row (seed 4) on user data without a
     same-cloth pairs list."""
     root = tmp_path_factory.mktemp('ablation')
     data = root / 'user_data'
@@ -21,8 +22,9 @@ def run(tmp_path_factory):
     os.remove(data / 'test_pairs_paired.txt')      # derived from test_pairs.txt, as for VITON
     before = sorted(str(p.relative_to(data)) for p in data.rglob('*'))
     out = root / 'out'
-    assert ablation.main(['--out', str(out), '--dataroot', str(data), '--variants', 'tom_mask_input',
-                          '--gmm_steps', '1', '--tom_steps', '1', '--batch_size', '2', '--hard_pairs', '2',
+    assert ablation.main(['--out', str(out), '--dataroot', str(data), '--variants', 'tom_mask_input,viton',
+                          '--gmm_steps', '1', '--tom_steps', '1', '--viton_coarse_steps', '1',
+                          '--viton_refine_steps', '2', '--batch_size', '2', '--hard_pairs', '2',
                           '--seed', '3', '--workers', '0', '--gpu_ids', '-1']) == 0
     return out, data, before
 
@@ -35,14 +37,29 @@ def test_the_report_has_a_row_per_variant_with_subset_columns(run):
     out, _, _ = run
     report = (out / 'ablation.md').read_text()
     rows = table_rows(report)
-    assert [row.split(' | ')[0].strip('| ') for row in rows] == ['baseline', 'tom_mask_input', 'baseline_seed4']
+    assert [row.split(' | ')[0].strip('| ') for row in rows] == ['baseline', 'tom_mask_input', 'viton',
+                                                                 'baseline_seed4']
     header = next(line for line in report.splitlines() if line.startswith('| variant'))
     for column in ('IoU all (n=4)', 'IoU textured', 'IoU occluded', 'SSIM all (n=4)', 'SSIM textured'):
         assert column in header
     baseline_iou = float(rows[0].split(' | ')[1])
     assert 0 <= baseline_iou <= 1
     assert '(±0.000)' in rows[1].split(' | ')[1]   # same GMM, so the same IoU
-    assert '(±0.000)' not in rows[2].split(' | ')[1]   # another seed, another GMM
+    assert '(±0.000)' not in rows[3].split(' | ')[1]   # another seed, another GMM
+    assert report.startswith('# Methods: comparison')
+    assert [row.split(' | ')[-2] for row in rows] == ['GMM 1 + TOM 1'] * 2 + ['coarse 1 + refine 2', 'GMM 1 + TOM 1']
+
+
+def test_the_viton_row_scores_its_shape_context_warp_and_refined_try_on(run):
+    out, _, _ = run
+    report = json.loads((out / 'viton' / 'metrics.json').read_text())
+    assert report['settings']['warp_mask_dir'].endswith(os.path.join('viton', 'result', 'shape_context', 'test',
+                                                                   'warp-mask'))
+    assert report['settings']['tryon_dir'].endswith(os.path.join('viton_refine_final.pth', 'test', 'try-on'))
+    assert 0.3 < report['metrics']['iou']['value'] <= 1     # a matched warp, not a learned one at one step
+    refine = json.loads((out / 'viton' / 'checkpoints' / 'viton_refine' / 'options.json').read_text())
+    assert refine['keep_step'] + refine['decay_step'] == 2 and refine['coarse_checkpoint'].endswith(
+        os.path.join('viton_coarse', 'viton_coarse_final.pth'))
 
 
 def test_a_tom_only_option_reuses_the_baseline_gmm(run):
@@ -57,7 +74,7 @@ def test_a_tom_only_option_reuses_the_baseline_gmm(run):
 def test_strips_show_the_same_pairs_for_every_variant(run):
     out, _, _ = run
     report = (out / 'ablation.md').read_text()
-    for name in ('inputs', 'baseline', 'tom_mask_input', 'baseline_seed4'):
+    for name in ('inputs', 'baseline', 'tom_mask_input', 'viton', 'baseline_seed4'):
         assert f'(strips/{name}.png)' in report
         assert Image.open(out / 'strips' / f'{name}.png').width == 2 * 2 * 192   # 2 pairs x 2 panels
 
@@ -85,17 +102,18 @@ def test_the_gallery_lines_up_every_variants_strip_of_each_pair(run):
     page = (out / 'index.html').read_text(encoding='utf-8')
     data = json.loads(re.search(r'<script type="application/json" id="gallery-data">(.*?)</script>', page,
                                 re.S).group(1))
-    assert [info['name'] for info in data['runs']] == ['baseline', 'tom_mask_input', 'baseline_seed4']
+    names = ['baseline', 'tom_mask_input', 'viton', 'baseline_seed4']
+    assert [info['name'] for info in data['runs']] == names
     assert len(data['pairs']) == 4                   # the derived same-cloth pairs
     for pair in data['pairs']:
         strips = [out / entry['strip'] for entry in pair['runs']]
-        assert [strip.parent.name for strip in strips] == ['result_simple'] * 3
-        assert [strip.parent.parent.name for strip in strips] == ['baseline', 'tom_mask_input', 'baseline_seed4']
+        assert [strip.parent.name for strip in strips] == ['result_simple'] * 4
+        assert [strip.parent.parent.name for strip in strips] == names
         assert all(strip.is_file() for strip in strips)
         assert [entry['scores']['ssim'] for entry in pair['runs']] == [
-            json.loads((out / name / 'metrics.json').read_text())['per_pair'][pair['key']]['ssim']
-            for name in ('baseline', 'tom_mask_input', 'baseline_seed4')]
-        # tom_mask_input reuses the baseline's GMM: the same warp panels (5th and 6th of 7), another try-on
-        warps = [np.asarray(Image.open(strip))[:, 4 * 192:6 * 192] for strip in strips[:2]]
-        assert np.array_equal(warps[0], warps[1])
+            json.loads((out / name / 'metrics.json').read_text())['per_pair'][pair['key']]['ssim'] for name in names]
+        # tom_mask_input reuses the baseline's GMM: the same warp panels (5th and 6th of 7), another try-on;
+        # VITON's strip shows its own (shape-context) warp
+        warps = [np.asarray(Image.open(strip))[:, 4 * 192:6 * 192] for strip in strips[:3]]
+        assert np.array_equal(warps[0], warps[1]) and not np.array_equal(warps[0], warps[2])
     assert '[the gallery](index.html)' in (out / 'ablation.md').read_text()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import test as test_script
+import cpvton
 import train
 from conftest import make_opt, pair_keyed_warps_from_clothes
 from cp_dataset import (CLOTH_LABELS, RESERVED_LABELS, CPDataset, downsampled_body_shape, load_parse_labels, read_pairs)
@@ -57,8 +58,8 @@ def test_gmm_loss_adds_the_weighted_gic_term_only_when_asked():
     grid = TpsGridGen(256, 192, grid_size=5)((torch.rand(2, 50) - 0.5) * 0.2)
     inputs = {'parse_cloth': torch.zeros(2, 3, 256, 192)}
     out = {'warped_cloth': torch.ones(2, 3, 256, 192), 'grid': grid}
-    plain, plain_terms = train.GMMLoss()(inputs, out)
-    regularised, terms = train.GMMLoss(gic_weight=40)(inputs, out)
+    plain, plain_terms = cpvton.GMMLoss()(inputs, out)
+    regularised, terms = cpvton.GMMLoss(gic_weight=40)(inputs, out)
     assert set(plain_terms) == {'metric'} and plain.item() == 1.0
     assert regularised.item() == pytest.approx(1.0 + 40 * grid_interval_consistency(grid).item(), rel=1e-6)
     assert terms['Lwarp'].item() == 1.0

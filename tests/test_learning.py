@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import cpvton
 import train
 from conftest import cloth_named_warps
 from cp_dataset import CPDataset
@@ -35,7 +36,7 @@ def mean_warp_iou(model, dataset):
     with torch.no_grad():
         for item in dataset:
             batch = {k: v.unsqueeze(0) if torch.is_tensor(v) else v for k, v in item.items()}
-            out = train.run_gmm(model, batch)
+            out = cpvton.run_gmm(model, batch)
             target = (batch['parse_cloth'] < 1).any(1)[0].numpy()   # +1 (white) outside the cloth
             scores.append(mask_iou(out['warped_mask'][0, 0].numpy() >= 0.5, target))
     model.train()
@@ -60,7 +61,7 @@ def test_a_short_tom_run_lowers_its_l1(dataroot, tmp_path):
 
     def l1():
         with torch.no_grad():
-            return torch.nn.functional.l1_loss(train.run_tom(trainer.model, batch)['p_tryon'], batch['image']).item()
+            return torch.nn.functional.l1_loss(cpvton.run_tom(trainer.model, batch)['p_tryon'], batch['image']).item()
 
     before = l1()
     trainer.train()

@@ -17,6 +17,7 @@ import evaluate
 import smart_show_test_result
 import subsets
 import test as test_script
+import cpvton
 import train
 from conftest import REPO, make_opt
 from cp_dataset import (PAIRS_NAME_FIX, CPDataset, DataError, file_in, load_photo, normalized, pair_key, read_pairs,
@@ -40,7 +41,7 @@ def dataset(tmp_path_factory):
     generate_dataset(str(root / 'data'), n_train=1, n_test=2, seed=0)
     checkpoint = root / 'checkpoints' / 'gmm.pth'
     checkpoint.parent.mkdir()
-    torch.save(train.build_model(test_script.get_opt([])).state_dict(), checkpoint)
+    torch.save(cpvton.GMM(test_script.get_opt([])).state_dict(), checkpoint)
     return root
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import networks
+import cpvton
 import train
 from conftest import REPO, cloth_named_warps
 from networks import CheckpointError, build_tom, load_checkpoint, save_checkpoint
@@ -97,7 +98,7 @@ def test_a_new_run_never_overwrites_an_old_one(dataroot, tmp_path):
 def test_non_finite_loss_stops_before_the_update(dataroot, tmp_path, monkeypatch):
     trainer = train.Trainer(train.get_opt(train_args(dataroot, tmp_path)))
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
-    monkeypatch.setattr(train.GMMLoss, 'forward', lambda self, inputs, out: (out['theta'].sum() * float('nan'), {}))
+    monkeypatch.setattr(cpvton.GMMLoss, 'forward', lambda self, inputs, out: (out['theta'].sum() * float('nan'), {}))
     with pytest.raises(SystemExit) as stopped:
         trainer.train()
     trainer.close()
@@ -158,7 +159,7 @@ def test_two_process_ddp_stays_in_sync(dataroot, tmp_path):
     assert divergence is not None, completed.stdout[-3000:]
     assert float(divergence.group(1)) == 0.0     # DDP keeps the replicas bitwise equal on the CPU
     assert completed.stdout.count('step:        1,') == 1          # rank 0 logs alone
-    model = train.build_model(train.get_opt(args))
+    model = cpvton.GMM(train.get_opt(args))
     load_checkpoint(model, str(tmp_path / 'checkpoints' / 'ddp' / 'gmm_final.pth'))
     assert not any(k.startswith('module.') for k in final_weights(tmp_path, 'ddp'))
 
@@ -179,7 +180,7 @@ def test_speed_flags_train_on_the_cpu(dataroot, tmp_path, stage, flags):
 
     def fixed_batch_loss():
         with torch.no_grad(), trainer.autocast():
-            return trainer.criterion(fixed, trainer.run_stage(trainer.model, fixed))[0].item()
+            return trainer.criterion(fixed, trainer.stage.run(trainer.model, fixed))[0].item()
 
     before = fixed_batch_loss()
     for step in range(3):                      # 6 pairs, batch 2: one pass over the data
