@@ -4,7 +4,7 @@ them overall and on the hard subsets.
 
     bash scripts/ablation.sh                                   # synthetic data, ~20 min on 2 CPU cores
     bash scripts/ablation.sh --gmm_steps 20000 --tom_steps 20000 --dataroot data --batch_size 8
-    bash scripts/compare_methods.sh                            # = --variants baseline,cpvton_plus,viton --out methods
+    bash scripts/compare_methods.sh   # = --variants baseline,cpvton_plus,viton,viton_parse_mask,wuton --out methods
 
 Variants (VARIANTS): the baseline, each option alone, and all of them together (CP-VTON+), plus
 --noise_seeds rows: the baseline trained with other seeds, whose differences to the baseline show
@@ -23,7 +23,8 @@ Everything goes under --out (default ablation/):
 
 IoU scores the warp (GMM's; VITON's shape-context TPS); SSIM and LPIPS score the try-on against the person
 (same-cloth pairs). The VITON row trains its coarse stage for --viton_coarse_steps and its refinement for
---viton_refine_steps (scripts/viton/ runs the same steps on their own).
+--viton_refine_steps, the WUTON row its warp and generator together for --wuton_steps (scripts/viton/ and
+scripts/wuton/ run the same steps on their own).
 """
 import argparse
 import json
@@ -35,15 +36,15 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
-
 import evaluate
 import flags
 import gallery
+import shape_context
 import smart_show_test_result
 import test as test_script
 import train
-import shape_context
 from cp_dataset import ResultLayout, file_in, pair_key, read_pairs
+from methods import STAGES
 from networks import find_vgg19_weights
 from smart_show_test_result import annotate, labelled_row, open_panel
 from synthetic_data import generate_dataset
@@ -61,7 +62,8 @@ class Variant:
     gmm_flags: tuple = ()
     tom_flags: tuple = ()
     seed_offset: int = 0    # trained with --seed + seed_offset (the noise rows)
-    method: str = 'cpvton'  # 'cpvton' (GMM + TOM with the flags above) or 'viton'
+    method: str = 'cpvton'  # 'cpvton' (GMM + TOM with the flags above), 'viton' or 'wuton'
+    test_target: str = 'coarse'   # VITON: the clothing mask its test warps are matched to (shape_context.py)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ VARIANTS = {variant.name: variant for variant in (
     Variant('cpvton_plus', 'all of the above (CP-VTON+)', GIC + REGIONS + BODY,
             REGIONS + BODY + MASK_INPUT + MASK_TARGET),
     Variant('viton', 'VITON: coarse encoder-decoder, shape-context TPS warp, refinement', method='viton'),
+    Variant('viton_parse_mask', "VITON's trained stages, its test warps matched to the person's own parse-map "
+            "clothing mask instead of stage 1's prediction (an oracle: it sees the ground truth; it measures the "
+            "matcher apart from stage 1)", method='viton', test_target='parse'),
+    Variant('wuton', 'WUTON: the warp learned end to end on feature maps, adversarial loss on other clothes',
+            method='wuton'),
 )}
 ABLATION_VARIANTS = [name for name, variant in VARIANTS.items() if variant.method == 'cpvton']
 
@@ -105,10 +112,16 @@ def parse_args(argv=None):
                         help='GMM training steps (default: %(default)s)')
     parser.add_argument('--tom_steps', type=flags.positive_int, default=16,
                         help='TOM training steps (default: %(default)s)')
-    parser.add_argument('--viton_coarse_steps', type=flags.positive_int, default=16,
-                        help='VITON stage-1 training steps (default: %(default)s)')
+    parser.add_argument('--viton_coarse_steps', type=flags.positive_int, default=50,
+                        help="VITON stage-1 training steps (default: %(default)s, GMM's: its first stage)")
     parser.add_argument('--viton_refine_steps', type=flags.positive_int, default=16,
-                        help='VITON refinement training steps (default: %(default)s)')
+                        help="VITON refinement training steps (default: %(default)s, TOM's: its second stage)")
+    parser.add_argument('--viton_bn_momentum', type=flags.float_in(0, 1), default=0.1,
+                        help="VITON's batch-norm momentum (--bn_momentum; default %(default)s: the official 0.001 "
+                             "leaves stage 1's eval-mode statistics near their initial values for thousands of steps, "
+                             "so at a short budget its test masks are empty)")
+    parser.add_argument('--wuton_steps', type=flags.positive_int, default=24,
+                        help='WUTON training steps, warp and generator together (default: %(default)s)')
     parser.add_argument('--batch_size', type=flags.positive_int, default=4, help='(default: %(default)s)')
     parser.add_argument('--lr', type=flags.positive_float, default=0.0001, help='(default: %(default)s, the original)')
     parser.add_argument('--seed', type=flags.seed, default=0, help='one seed for every variant (default: %(default)s)')
@@ -188,13 +201,13 @@ def prepare_out(args):
 
 
 def vgg_flags():
-    """ImageNet VGG19 for TOM's perceptual loss where its weights are present, else random (said loudly)."""
+    """ImageNet VGG19 for the perceptual losses where its weights are present, else random (said loudly)."""
     try:
         find_vgg19_weights()
         return []
     except FileNotFoundError:
-        print('note: no ImageNet VGG19 weights in torch\'s cache: TOM (and VITON) train with --vgg_init random '
-              '(the same for every variant)', flush=True)
+        print('note: no ImageNet VGG19 weights in torch\'s cache: the perceptual losses (TOM, VITON, WUTON) use '
+              '--vgg_init random (the same for every variant)', flush=True)
         return ['--vgg_init', 'random']
 
 
@@ -242,7 +255,7 @@ def train_stage(args, run, stage, dataroot, name, seed, steps, logs_per_run, fla
         '--checkpoint_dir', osp.join(folder, 'checkpoints'), '--keep_step', steps * 2 // 3,
         '--decay_step', steps - steps * 2 // 3, '--save_count', steps + 1,
         '--display_count', max(1, steps // logs_per_run), '--lr', args.lr, '--seed', seed, '--shuffle', *flags)
-    return common, osp.join(folder, 'checkpoints', run_name, f'{run_name}_final.pth')
+    return common, osp.join(folder, 'checkpoints', run_name, STAGES[stage].final_checkpoint)
 
 
 def train_and_test_gmm(args, run, dataroot, gmm_flags, name, seed):
@@ -263,24 +276,49 @@ def train_and_test_tom(args, run, dataroot, tom_flags, name, seed, vgg):
         '--checkpoint', checkpoint, '--result_dir', osp.join(args.out, name, 'result'), '--display_count', 1000000)
 
 
-def train_and_test_viton(args, run, dataroot, name, seed, vgg):
-    """VITON's steps (as scripts/viton/): stage 1, its test-split masks, the shape-context warps (the parse map's
-    clothing mask for training, stage 1's at test time), the refinement and its try-ons of the same-cloth test
-    pairs. Returns the result layouts of the test warps and try-ons."""
+def train_viton(args, run, dataroot, name, seed, vgg):
+    """VITON's training steps (as scripts/viton/): stage 1, the training split's shape-context warps onto the parse
+    map's clothing mask, the refinement. Returns {stage: (its test flags, its checkpoint)}."""
     results = osp.join(args.out, name, 'result')
-    common, coarse = train_stage(args, run, 'VITON_COARSE', dataroot, name, seed, args.viton_coarse_steps, 3, vgg)
-    run(f'{name}-coarse-test', test_script, '--name', 'viton_coarse_test', *common, '--data_list', PAIRED_LIST,
-        '--checkpoint', coarse, '--result_dir', results, '--display_count', 1000000)
-    for datamode, data_list, target in (('train', 'train_pairs.txt', 'parse'), ('test', PAIRED_LIST, 'coarse')):
-        run(f'{name}-shape-context-{datamode}', shape_context, '--dataroot', dataroot, '--datamode', datamode,
-            '--data_list', data_list, '--target', target, '--result_dir', results, '--workers', max(1, args.workers))
-    warps = {split: ResultLayout(results, 'shape_context', split) for split in ('train', 'test')}
-    common, refine = train_stage(args, run, 'VITON_REFINE', dataroot, name, seed, args.viton_refine_steps, 3,
-                                 [*vgg, '--coarse_checkpoint', coarse, '--warp_dir', warps['train'].folder])
-    run(f'{name}-refine-test', test_script, '--name', 'viton_refine_test', *common, '--data_list', PAIRED_LIST,
-        '--checkpoint', refine, '--result_dir', results, '--warp_dir', warps['test'].folder,
-        '--display_count', 1000000)
-    return warps['test'], ResultLayout(results, osp.basename(refine), 'test')
+    momentum = ['--bn_momentum', args.viton_bn_momentum]
+    coarse_flags, coarse = train_stage(args, run, 'VITON_COARSE', dataroot, name, seed, args.viton_coarse_steps, 3,
+                                       [*vgg, *momentum])
+    run(f'{name}-shape-context-train', shape_context, '--dataroot', dataroot, '--datamode', 'train', '--data_list',
+        'train_pairs.txt', '--target', 'parse', '--result_dir', results, '--workers', max(1, args.workers))
+    refine_flags, refine = train_stage(args, run, 'VITON_REFINE', dataroot, name, seed, args.viton_refine_steps, 3,
+                                       [*vgg, *momentum, '--coarse_checkpoint', coarse, '--warp_dir',
+                                        ResultLayout(results, 'shape_context', 'train').folder])
+    return {'VITON_COARSE': (coarse_flags, coarse), 'VITON_REFINE': (refine_flags, refine)}
+
+
+def test_viton(args, run, dataroot, name, trained, target):
+    """VITON's test steps on the same-cloth test pairs: the shape-context warps onto stage 1's predicted clothing
+    masks (``target`` 'coarse', VITON's test) or onto the parse map's ('parse': an oracle that sees the ground
+    truth, which separates the matcher from stage 1), then the refinement's try-ons. Returns the result layouts
+    of the test warps and try-ons."""
+    results = osp.join(args.out, name, 'result')
+    if target == 'coarse':
+        coarse_flags, coarse = trained['VITON_COARSE']
+        run(f'{name}-coarse-test', test_script, '--name', 'viton_coarse_test', *coarse_flags, '--data_list',
+            PAIRED_LIST, '--checkpoint', coarse, '--result_dir', results, '--display_count', 1000000)
+    run(f'{name}-shape-context-test', shape_context, '--dataroot', dataroot, '--datamode', 'test', '--data_list',
+        PAIRED_LIST, '--target', target, '--result_dir', results, '--workers', max(1, args.workers))
+    warps = ResultLayout(results, 'shape_context', 'test')
+    refine_flags, refine = trained['VITON_REFINE']
+    run(f'{name}-refine-test', test_script, '--name', 'viton_refine_test', *refine_flags, '--data_list', PAIRED_LIST,
+        '--checkpoint', refine, '--result_dir', results, '--warp_dir', warps.folder, '--display_count', 1000000)
+    return warps, ResultLayout(results, osp.basename(refine), 'test')
+
+
+def train_and_test_wuton(args, run, dataroot, name, seed, vgg):
+    """WUTON's steps (as scripts/wuton/): train end to end, try on the same-cloth test pairs. Returns the result
+    layout of its test results (its image-space warps and its try-ons lie side by side)."""
+    results = osp.join(args.out, name, 'result')
+    common, checkpoint = train_stage(args, run, 'WUTON', dataroot, name, seed, args.wuton_steps, 3, vgg)
+    run(f'{name}-wuton-test', test_script, '--name', 'wuton_test', *common, '--data_list', PAIRED_LIST,
+        '--checkpoint', checkpoint, '--result_dir', results, '--display_count', 1000000)
+    layout = ResultLayout(results, osp.basename(checkpoint), 'test')
+    return layout, layout
 
 
 def evaluate_variant(args, run, dataroot, name, warps, tryons):
@@ -310,6 +348,7 @@ def run_variants(args):
         link_user_data(args.dataroot, dataroot)
     vgg = vgg_flags()
     gmm_runs = {}   # (GMM flags, seed) -> (variant that trained it, its dataroot with warps)
+    viton_runs = {}   # seed -> (variant that trained VITON, train_viton's result)
     done = {}
     for variant in [VARIANTS[name] for name in args.variants] + noise_variants(args):
         name, seed = variant.name, args.seed + variant.seed_offset
@@ -317,8 +356,17 @@ def run_variants(args):
         start = time.time()
         if variant.method == 'viton':
             tom_dataroot = dataroot
-            warps, tryons = train_and_test_viton(args, run, dataroot, name, seed, vgg)
+            if seed not in viton_runs:
+                viton_runs[seed] = name, train_viton(args, run, dataroot, name, seed, vgg)
+            viton_owner, trained = viton_runs[seed]
+            if viton_owner != name:
+                print(f'  VITON: the one of {viton_owner} (trained alike), tested otherwise', flush=True)
+            warps, tryons = test_viton(args, run, dataroot, name, trained, variant.test_target)
             steps = f'coarse {args.viton_coarse_steps} + refine {args.viton_refine_steps}'
+        elif variant.method == 'wuton':
+            tom_dataroot = dataroot
+            warps, tryons = train_and_test_wuton(args, run, dataroot, name, seed, vgg)
+            steps = f'end to end {args.wuton_steps}'
         else:
             gmm_key = variant.gmm_flags, seed
             if gmm_key not in gmm_runs:
@@ -464,9 +512,12 @@ def report_title(args, done):
     return 'Methods: comparison on the same data, seed and budget' if methods else 'CP-VTON+ options: ablation'
 
 
-def describe_variant(variant):
+def describe_variant(variant, args):
+    if variant.method == 'viton':
+        return (f'{variant.description}, batch-norm momentum {args.viton_bn_momentum} (official: 0.001; '
+                f'--viton_bn_momentum) (scripts/viton/ runs the same steps)')
     if variant.method != 'cpvton':
-        return f'{variant.description} (scripts/viton/ runs the same steps)'
+        return f'{variant.description} (scripts/{variant.method}/ runs the same steps)'
     return (f'{variant.description}; GMM flags `{" ".join(variant.gmm_flags) or "-"}`, '
             f'TOM flags `{" ".join(variant.tom_flags) or "-"}`')
 
@@ -494,7 +545,7 @@ def write_report(args, done, commands, total_seconds):
         lines += [f'Not shown ({", ".join(unavailable)}): unavailable in every run (see each variant\'s '
                   f'metrics.json for why, e.g. missing pretrained weights).', '']
     lines += ['## Variants', '']
-    lines += [f'- **{name}**: {describe_variant(run.variant)}' for name, run in done.items()]
+    lines += [f'- **{name}**: {describe_variant(run.variant, args)}' for name, run in done.items()]
     lines += ['', '## The same hard pairs in every variant', '',
               'Lowest baseline SSIM, alternately from the textured and the occluded subset: '
               + ', '.join(f'`{key}`' for key in keys) + '.', '', f'![inputs]({strips["inputs"]})', '']

@@ -49,6 +49,7 @@ import flags
 import synthetic_data
 from cp_dataset import CPDataLoader, CPDataset, make_grid_image
 from networks import TpsGridGen, tps_control_points, tps_inverse_system, tps_radial_kernel
+from methods import STAGES
 from train import Trainer, get_opt
 
 TPS_TOLERANCE = 1e-5           # baseline vs fast grid, float32
@@ -470,12 +471,29 @@ def compare_gmm_steps(args, batch, work_dir):
     return results
 
 
-def fixed_batch(opt, device):
-    """One training batch from the training loader (pinned on CUDA, as Trainer's loader does).
+def fixed_batch(opt, device, spec=None):
+    """One training batch from the training loader (pinned on CUDA, as Trainer's loader does), of the items of
+    ``spec`` (a stage's DataSpec; GMM's when None).
 
-    The TOM step uses it too: a TOM batch has the same tensors (the TOM stage reads GMM's
+    The TOM step uses GMM's: a TOM batch has the same tensors (the TOM stage reads GMM's
     warps instead of the in-shop cloth, which only changes the pictures)."""
-    return CPDataLoader(opt, CPDataset(opt), pin_memory=device.type == 'cuda').next_batch()
+    return CPDataLoader(opt, CPDataset(opt, spec), pin_memory=device.type == 'cuda').next_batch()
+
+
+# Other methods' stages whose training step the benchmark can time (--method_steps): their items come from the
+# data alone (VITON's refinement also needs the shape-context warps and a trained stage 1).
+TIMED_METHOD_STAGES = ('VITON_COARSE', 'WUTON')
+
+
+def measure_method_steps(args, opt, work_dir, cpvton_seconds):
+    """{stage: its train_step timing, with its ratio to one GMM + one TOM step of the same run}."""
+    results = {}
+    for stage in args.method_steps:
+        progress(f'{stage} steps...')
+        batch = fixed_batch(opt, args.device, STAGES[stage].data)
+        results[stage] = measure_train_step(args, stage, batch, work_dir)
+        results[stage]['ratio_to_gmm_plus_tom'] = results[stage]['median_s'] / cpvton_seconds
+    return results
 
 
 # --------------------------------------------------------------------------- machine and settings
@@ -555,10 +573,17 @@ def get_args(argv=None):
                         help='also time the original TPS, pose drawing and GMM step, and check they agree')
     parser.add_argument('--compare_rounds', type=flags.positive_int, default=15,
                         help='timed rounds of the original-vs-fast GMM step in --compare-baseline (default: 15)')
+    parser.add_argument('--method_steps', type=lambda text: [name.strip() for name in text.split(',') if name.strip()],
+                        default=[],
+                        help='also time the training step of these other methods\' stages, as a ratio to one GMM + '
+                             'one TOM step of the same run: ' + ','.join(TIMED_METHOD_STAGES))
     parser.add_argument('--json', default=None, help='write every number to this file')
     args = parser.parse_args(argv)
     flags.check_device_present(parser, args.device)
     flags.check_gmm_trainable_size(parser, args.fine_height, args.fine_width)
+    unknown = [stage for stage in args.method_steps if stage not in TIMED_METHOD_STAGES]
+    if unknown:
+        parser.error(f'--method_steps {",".join(unknown)}: choose among {",".join(TIMED_METHOD_STAGES)}')
     if args.dataroot is None and args.n_train < args.batch_size:
         # the loader's batches would be short, and its samples/s counted as full batches
         parser.error(f'--n_train {args.n_train} is smaller than --batch_size {args.batch_size}')
@@ -636,6 +661,10 @@ def report(results):
     for key, title in (('gmm_step', 'GMM training step'), ('tom_step', 'TOM training step (with VGG loss)')):
         step = results[key]
         lines.append(f'| {title} | {median_and_range(step)} | {step["steps_per_s"]:.2f} steps/s | '
+                     f'{step_memory(step)} |')
+    for stage, step in results.get('method_steps', {}).items():
+        lines.append(f'| {stage} training step ({STAGES[stage].method}) | {median_and_range(step)} | '
+                     f'{step["steps_per_s"]:.2f} steps/s, {step["ratio_to_gmm_plus_tom"]:.2f}x GMM + TOM | '
                      f'{step_memory(step)} |')
     lines.append(f'| data item (CPDataset[i], this process) | {median_and_range(items["fast"])} | '
                  f'{1 / items["fast"]["median_s"]:,.0f} samples/s | |')
@@ -739,6 +768,8 @@ def run(args, work_dir):
     for stage in ('GMM', 'TOM'):
         progress(f'{stage} steps...')
         results[f'{stage.lower()}_step'] = measure_train_step(args, stage, batch, work_dir)
+    results['method_steps'] = measure_method_steps(
+        args, opt, work_dir, results['gmm_step']['median_s'] + results['tom_step']['median_s'])
     defaults = get_opt([])
     steps = defaults.keep_step + defaults.decay_step
     results['projection'] = {'steps_per_stage': steps, 'seconds': projected_seconds(results, steps)}

@@ -667,12 +667,17 @@ class DataSpec:
     grid_image: whether items carry the grid picture the GMM warps for visualisation.
     warps_from: '' or the option naming a folder of pair-keyed warp-cloth/ and warp-mask/ results (VITON's
         refinement reads the shape-context warps there) that items carry as warped_cloth and warped_mask.
+    masked_photo: whether items carry WUTON's agnostic photo (see masked_photo).
+    unpaired_cloth: whether items carry another cloth of the pairs list than the pair's (unpaired_cloth_name):
+        the sampler then hands the dataset (epoch, index), so the draw is resumable with the data position.
     """
     cloth: str = 'in-shop'
     representation: str = 'cpvton'
     reserved_for: str = 'GMM'
     grid_image: bool = False
     warps_from: str = ''
+    masked_photo: bool = False
+    unpaired_cloth: bool = False
 
 
 CPVTON_DATA = {'GMM': DataSpec(cloth='in-shop', reserved_for='GMM', grid_image=True),
@@ -713,6 +718,29 @@ def viton_body_shape(silhouette, out):
     return out
 
 
+ARM_LABELS = (14, 15)            # left and right arm
+NECK_KEYPOINT = 1                # COCO-18's neck
+DEFAULT_NECK_BOX = 32            # pixels at the model size: the side of the square hidden around the neck
+
+
+def masked_photo(image, parse_array, keypoints, box_side):
+    """WUTON's agnostic input [3,H,W] in [-1,1]: the person photo with the upper-body clothes (5, 6, 7), the arms
+    (14, 15) and a ``box_side`` square around the neck keypoint set to 0 (mid-grey), the rest as it is."""
+    hidden = label_region(parse_array, CLOTH_LABELS + ARM_LABELS)
+    x, y, _ = keypoints[NECK_KEYPOINT]
+    if x > 1 and y > 1:   # drawn as CP-VTON draws its pose squares: only keypoints that were detected
+        half = box_side // 2
+        hidden[max(int(y) - half, 0):max(int(y) + half, 0), max(int(x) - half, 0):max(int(x) + half, 0)] = True
+    return masked_image(image, ~hidden, 0.0)
+
+
+def unpaired_cloth_name(clothes, own, seed, epoch, index):
+    """A cloth of ``clothes`` (the sorted cloth names of the pairs list) other than ``own``, drawn from (seed,
+    epoch, index): reproducible, and resumable with the data position; a new draw every epoch."""
+    others = [name for name in clothes if name != own]
+    return others[int(np.random.default_rng([seed, epoch, index]).integers(len(others)))]
+
+
 class CPDataset(data.Dataset):
     """Dataset of (person, cloth) pairs. ``opt`` needs: dataroot, datamode, stage, data_list, fine_height,
     fine_width, radius; optionally reserved_regions ('original' or 'cpvton_plus') and body_shape ('parse' or
@@ -740,6 +768,12 @@ class CPDataset(data.Dataset):
         self.warps_by_cloth = not in_shop and warps_named_by_cloth(self.data_path, pairs)
         self.warp_results = Path(getattr(opt, self.spec.warps_from)) if self.spec.warps_from else None
         self.grid_image = make_grid_image(self.fine_height, self.fine_width) if self.spec.grid_image else ''
+        self.clothes = sorted(set(self.c_names))
+        if self.spec.unpaired_cloth and len(self.clothes) < 2:
+            raise DataError(f'{osp.join(opt.dataroot, opt.data_list)} names one cloth only; stage {opt.stage} also '
+                            f'tries each person in another cloth of the list: list pairs with at least two clothes')
+        self.seed = getattr(opt, 'seed', None) or 0
+        self.neck_box = getattr(opt, 'neck_box', DEFAULT_NECK_BOX)
         self.reserved_labels = RESERVED_LABELS[getattr(opt, 'reserved_regions', 'original')][self.spec.reserved_for]
         self.body_shape = getattr(opt, 'body_shape', 'parse')
         if self.body_shape not in BODY_SHAPE_SOURCES:
@@ -759,7 +793,9 @@ class CPDataset(data.Dataset):
         """Where a pair's cloth (or mask) lies in `folder` (see cloth_file_name)."""
         return self.file(folder, cloth_file_name(self.spec.cloth == 'in-shop', self.warps_by_cloth, im_name, c_name))
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """``key``: an index, or (epoch, index) from a sampler of a spec with unpaired clothes."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         c_name = self.c_names[index]
         im_name = self.im_names[index]
         height, width = self.fine_height, self.fine_width
@@ -807,7 +843,18 @@ class CPDataset(data.Dataset):
                 (parse_array == VITON_CLOTH_LABEL).astype(np.float32)).unsqueeze(0)
         if self.warp_results is not None:
             item.update(self.warped_cloth(im_name, c_name, size))
+        if self.spec.masked_photo:
+            item['masked_photo'] = masked_photo(image, parse_array, keypoints, self.neck_box)
+        if self.spec.unpaired_cloth:
+            item.update(self.unpaired_cloth(c_name, epoch, index, size))
         return item
+
+    def unpaired_cloth(self, own, epoch, index, size):
+        """{'unpaired_c_name', 'unpaired_cloth' [3,H,W] in [-1,1]}: the try-on with it has no ground truth, so
+        only its photo is needed (no mask)."""
+        name = unpaired_cloth_name(self.clothes, own, self.seed, epoch, index)
+        pixels, _ = load_photo(self.file('cloth', name), size)
+        return {'unpaired_c_name': name, 'unpaired_cloth': normalized(pixels)}
 
     def viton_agnostic(self, agnostic, image, parse_array):
         """VITON's person representation, in place of ``agnostic`` [22,H,W] whose pose maps (rows 4:) CP-VTON's
@@ -844,10 +891,11 @@ class ResumableSampler(data.Sampler):
     continues on the same batches, also with another process count at the same global batch.
     """
 
-    def __init__(self, num_samples, shuffle, seed=0, rank=0, world_size=1):
+    def __init__(self, num_samples, shuffle, seed=0, rank=0, world_size=1, with_epoch=False):
         super().__init__()
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.with_epoch = with_epoch   # yield (epoch, index): the dataset's draws then follow the epoch
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch, start=0):
@@ -867,7 +915,8 @@ class ResumableSampler(data.Sampler):
         return padded[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.epoch_indices())
+        indices = self.epoch_indices()
+        return iter([(self.epoch, index) for index in indices] if self.with_epoch else indices)
 
     def __len__(self):
         return len(self.epoch_indices())
@@ -921,8 +970,10 @@ class CPDataLoader:
 
     def __init__(self, opt, dataset, rank=0, world_size=1, pin_memory=False, log=print):
         super().__init__()
+        spec = getattr(dataset, 'spec', None)
         self.sampler = ResumableSampler(len(dataset), opt.shuffle, seed=getattr(opt, 'seed', None) or 0,
-                                        rank=rank, world_size=world_size)
+                                        rank=rank, world_size=world_size,
+                                        with_epoch=bool(spec and spec.unpaired_cloth))
         workers, prefetch = opt.workers, None
         if workers > 0:
             workers, prefetch = workers_that_fit(workers, item_bytes(dataset[0]) * opt.batch_size,

@@ -8,6 +8,7 @@ Results (test.py) in the result layout <result_dir>/<checkpoint file name>/<data
 import torch
 import torch.nn as nn
 
+import flags
 from cp_dataset import CPVTON_DATA, pair_key
 from networks import (GMM, TOM_INPUT_CHANNELS, build_tom, build_vgg_loss, grid_interval_consistency, tom_tryon,
                       unwrap_model, warp, warp_cloth)
@@ -58,6 +59,11 @@ def save_warp_results(inputs, out, results):
     names = pair_keys(inputs)
     save_images(out['warped_cloth'], names, results.kind_dir('warp-cloth'))
     save_images(out['warped_mask'] * 2 - 1, names, results.kind_dir('warp-mask'))
+
+
+def check_gmm_options(parser, opt, training):
+    if training:
+        flags.check_gmm_trainable_size(parser, opt.fine_height, opt.fine_width)
 
 
 def gmm_log_terms(values):
@@ -128,9 +134,10 @@ def tom_log_terms(values):
 STAGES = (
     Stage('GMM', 'CP-VTON', CPVTON_DATA['GMM'], 'gmm_final.pth', build_model=GMM,
           build_loss=lambda opt, log: GMMLoss(opt.gic_weight), run=run_gmm, visuals=gmm_visuals,
-          save_results=save_warp_results, log_terms=gmm_log_terms, options=('gic_weight',)),
+          save_results=save_warp_results, log_terms=gmm_log_terms, options=('gic_weight',),
+          check_options=check_gmm_options),
     Stage('TOM', 'CP-VTON', CPVTON_DATA['TOM'], 'tom_final.pth', build_model=build_tom_of,
           build_loss=lambda opt, log: TOMLoss(build_vgg_loss(opt.vgg_init, opt.vgg_weights, log), opt.tom_mask_target),
           run=run_tom, visuals=tom_visuals, save_results=save_tryon_results, log_terms=tom_log_terms,
-          options=('tom_mask_input', 'tom_mask_target')),
+          options=('tom_mask_input', 'tom_mask_target'), batch_statistics=False),   # instance norm only
 )

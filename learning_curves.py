@@ -63,6 +63,7 @@ import evaluate
 import flags
 import test as test_script
 from cp_dataset import DataError, read_pairs
+from methods import STAGES
 from networks import CheckpointError, atomic_write, read_checkpoint, sha256_of
 from progress import progress
 from runs import step_checkpoints, step_of
@@ -163,6 +164,9 @@ def run_options(folder):
                         f'(train.py writes it). Checkpoints of the original code have none: test them one by one '
                         f'with test.py and the model flags.')
     missing = [name for name in ('stage', 'keep_step', 'decay_step') if name not in options]
+    if not missing and options['stage'] in STAGES and options['stage'] not in STAGE_METRICS:
+        raise DataError(f'{path}: a {options["stage"]} run; learning_curves.py scores CP-VTON\'s GMM and TOM runs. '
+                        f'Score its checkpoints with test.py and evaluate.py (README "Methods")')
     if missing or options['stage'] not in STAGE_METRICS:
         raise DataError(f'{path} lacks {", ".join(missing) or "a valid stage"}: it is not an options.json '
                         f'of train.py; restore it')
@@ -170,7 +174,7 @@ def run_options(folder):
 
 
 def final_checkpoint_name(stage):
-    return f'{stage.lower()}_final.pth'   # train.py's gmm_final.pth / tom_final.pth
+    return STAGES[stage].final_checkpoint   # train.py's gmm_final.pth / tom_final.pth
 
 
 def same_weights(path_a, path_b):

@@ -5,8 +5,9 @@ is adding its module to METHOD_MODULES, and its own flags (add_arguments) join t
 """
 import cpvton
 import viton
+import wuton
 
-METHOD_MODULES = (cpvton, viton)
+METHOD_MODULES = (cpvton, viton, wuton)
 STAGES = {stage.name: stage for module in METHOD_MODULES for stage in module.STAGES}
 
 
@@ -17,11 +18,15 @@ def add_method_arguments(parser, training):
             module.add_arguments(parser, training)
 
 
-def refuse_other_stages_options(parser, opt):
-    """A flag of another stage than --stage is a mistake in the command, not an option to drop silently."""
+def refuse_other_stages_options(parser, opt, training):
+    """A flag of another stage than --stage is a mistake in the command, not an option to drop silently; then the
+    stage's own rules between its flags (``training``: train.py's, else test.py's)."""
+    owners = {}
     for stage in STAGES.values():
         for name in stage.options:
-            if stage.name != opt.stage and hasattr(opt, name) and getattr(opt, name) != parser.get_default(name):
-                parser.error(f'--{name} is an option of --stage {stage.name}; it does nothing with --stage '
-                             f'{opt.stage}')
-    STAGES[opt.stage].check_options(parser, opt)
+            owners.setdefault(name, []).append(stage.name)
+    for name, stages in owners.items():
+        if opt.stage not in stages and hasattr(opt, name) and getattr(opt, name) != parser.get_default(name):
+            parser.error(f'--{name} is an option of --stage {" or ".join(stages)}; it does nothing with --stage '
+                         f'{opt.stage}')
+    STAGES[opt.stage].check_options(parser, opt, training)

@@ -207,15 +207,16 @@ class TpsGridGen(nn.Module):
 
 
 class GMM(nn.Module):
-    """Geometric Matching Module. ``opt`` needs fine_height, fine_width (multiples of 64) and grid_size."""
+    """Geometric Matching Module. ``opt`` needs fine_height, fine_width (multiples of 64) and grid_size;
+    ``agnostic_nc``: the person representation's channels (CP-VTON's 22; WUTON's masked photo 3)."""
 
-    def __init__(self, opt):
+    def __init__(self, opt, agnostic_nc=22):
         super().__init__()
         if opt.fine_height % 64 or opt.fine_width % 64:
             raise ValueError(f'GMM needs an image size that is a multiple of 64, got '
                              f'{opt.fine_height}x{opt.fine_width} (height x width)')
         feature_h, feature_w = opt.fine_height // 16, opt.fine_width // 16
-        self.extractionA = FeatureExtraction(22, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
+        self.extractionA = FeatureExtraction(agnostic_nc, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
         self.extractionB = FeatureExtraction(3, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
         self.l2norm = FeatureL2Norm()
         self.correlation = FeatureCorrelation()

@@ -164,8 +164,11 @@ def command_with(script, argv, **flags):
 
 # Options that say where and how fast a run goes, not what it computes: a resumed run may change them.
 # (--dataroot may move: the pairs list itself is compared through its checksum, data_list_sha256.)
+# The checkpoints a run was initialised from (a frozen VITON stage 1, WUTON's GMM) too: the resume state holds
+# their weights.
 RESUME_MAY_CHANGE = ('name', 'gpu_ids', 'workers', 'dataroot', 'tensorboard_dir', 'checkpoint_dir', 'display_count',
-                     'save_count', 'compile', 'cudnn_benchmark', 'channels_last', 'vgg_weights', 'torch_version')
+                     'save_count', 'compile', 'cudnn_benchmark', 'channels_last', 'vgg_weights', 'torch_version',
+                     'coarse_checkpoint', 'gmm_checkpoint')
 # Options that say how this command was started, not what the run is: not compared.
 RESUME_NOT_COMPARED = ('resume', 'check_data')
 # Options with their own rule below.
@@ -177,14 +180,15 @@ def learning_rates(options, steps, lr_lambda_for):
     return [options['lr'] * multiplier(step) for step in range(steps)]
 
 
-def resume_option_changes(recorded, current, step, lr_lambda_for):
+def resume_option_changes(recorded, current, step, lr_lambda_for, batch_statistics):
     """(refused, allowed): descriptions of the options that differ between the run's recorded options and
-    the resumed command's, both {option: value} dicts (with 'world_size'). ``step``: the step resumed at.
+    the resumed command's, both {option: value} dicts (with 'world_size'). ``step``: the step resumed at;
+    ``batch_statistics``: whether the stage computes anything over each process's batch (BatchNorm, batch means).
 
     Allowed: the options of RESUME_MAY_CHANGE; a learning-rate schedule (--lr, --lr_policy, --keep_step,
     --decay_step) that gives every step already trained the learning rate it had (e.g. more steps while
-    the LR is still constant); for TOM (no batch statistics), another process count with the same global
-    batch (batch size x processes), since every step then sees the same samples. Everything else is
+    the LR is still constant); for a stage without batch statistics (TOM), another process count with the same
+    global batch (batch size x processes), since every step then sees the same samples. Everything else is
     refused."""
     refused, allowed = [], []
     for name in sorted(set(recorded) & set(current)):
@@ -209,9 +213,9 @@ def resume_option_changes(recorded, current, step, lr_lambda_for):
         now = (current['batch_size'], current['world_size'])
         if before != now:
             change = (f'batch {before[0]} x {before[1]} process(es) -> {now[0]} x {now[1]}')
-            if recorded.get('stage') == 'GMM':
-                refused.append(change + " (GMM's BatchNorm normalises over each process's batch, so another "
-                                        "per-process batch changes the training; keep both)")
+            if batch_statistics:
+                refused.append(change + f" ({recorded.get('stage')}'s BatchNorm normalises over each process's "
+                                        f"batch, so another per-process batch changes the training; keep both)")
             elif before[0] * before[1] == now[0] * now[1]:
                 allowed.append(change + ' (same global batch: the remaining data is re-sharded)')
             else:

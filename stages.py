@@ -21,7 +21,7 @@ def all_parameters(model):
     return model.parameters()
 
 
-def no_option_check(parser, opt):
+def no_option_check(parser, opt, training):
     """Stages without rules of their own between flags."""
 
 
@@ -38,5 +38,8 @@ class Stage:
     save_results: Callable       # (inputs, out, ResultLayout) -> None
     log_terms: Callable          # ({tag: float}) -> the loss part of a training log line
     options: tuple = ()          # train.py/test.py flags that only this stage reads (others refuse them)
+    model_options: tuple = ()    # of those, the ones test.py takes from the run's options.json (as MODEL_OPTIONS)
+    batch_statistics: bool = True   # anything over each process's batch (BatchNorm, batch means): see runs.py
+    test_data: DataSpec = None   # what test.py's items hold, where less than ``data`` (None: ``data``)
     trainable: Callable = all_parameters    # (model) -> the parameters the optimizer updates
-    check_options: Callable = no_option_check   # (parser, opt): parser.error on flags that contradict
+    check_options: Callable = no_option_check   # (parser, opt, training): parser.error on contradicting flags

@@ -18,9 +18,9 @@ import torch
 from tensorboardX import SummaryWriter
 
 import flags
-from cp_dataset import CPDataLoader, CPDataset, ResultLayout
+from cp_dataset import CPDataLoader, CPDataset, DataError, ResultLayout
 from data_check import check_only, check_or_exit
-from methods import STAGES, add_method_arguments
+from methods import STAGES, add_method_arguments, refuse_other_stages_options
 from networks import CheckpointError, DamagedCheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
 from runs import command_with, intact_step_checkpoint_beside
 from progress import progress
@@ -55,7 +55,7 @@ def get_opt(argv=None):
     opt = parser.parse_args(argv)
     flags.check_gpu_ids_present(parser, opt.gpu_ids)
     apply_recorded_options(opt, parser)
-    STAGES[opt.stage].check_options(parser, opt)
+    refuse_other_stages_options(parser, opt, training=False)
     return opt
 
 
@@ -71,7 +71,8 @@ def apply_recorded_options(opt, parser, log=print):
     if recorded is None:
         return
     taken, conflicts = [], []
-    for name in MODEL_OPTIONS:
+    stage = STAGES.get(recorded.get('stage'), STAGES[opt.stage])   # the stage's own model options too
+    for name in MODEL_OPTIONS + stage.model_options:
         if name not in recorded or recorded[name] == getattr(opt, name):
             continue
         if getattr(opt, name) == parser.get_default(name):
@@ -97,8 +98,9 @@ def test(opt):
     model = stage.build_model(opt)
     load_checkpoint(model, opt.checkpoint, device)
     model.eval()
-    check_or_exit(opt, spec=stage.data)
-    dataset = CPDataset(opt, stage.data)
+    spec = stage.test_data or stage.data
+    check_or_exit(opt, spec=spec)
+    dataset = CPDataset(opt, spec)
     loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
     results = result_layout(opt)
     folder = str(results.folder)
@@ -123,7 +125,7 @@ def test(opt):
 def main(argv=None):
     opt = get_opt(argv)
     if opt.check_data:
-        return check_only(opt, spec=STAGES[opt.stage].data)
+        return check_only(opt, spec=STAGES[opt.stage].test_data or STAGES[opt.stage].data)
     try:
         test(opt)
     except CheckpointError as error:
@@ -132,7 +134,7 @@ def main(argv=None):
     except DiskFullError as error:
         raise SystemExit(f'error: {error}. The results written before it are complete (each file is written '
                          f'whole or not at all); free space or pass another --result_dir, then run again.') from None
-    except OSError as error:
+    except (OSError, DataError) as error:
         raise SystemExit(f'error: {error}') from None
     return 0
 

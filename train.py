@@ -97,9 +97,7 @@ def get_opt(argv=None):
                            "person's cloth region in the parse map (CP-VTON+)")
     add_method_arguments(parser, training=True)
     opt = parser.parse_args(argv)
-    if opt.stage == 'GMM':
-        flags.check_gmm_trainable_size(parser, opt.fine_height, opt.fine_width)
-    refuse_other_stages_options(parser, opt)
+    refuse_other_stages_options(parser, opt, training=True)
     if opt.vgg_weights and opt.vgg_init == 'random':
         parser.error(f'--vgg_weights {opt.vgg_weights} contradicts --vgg_init random (which uses no weights)')
     flags.check_gpu_ids_present(parser, opt.gpu_ids)
@@ -147,10 +145,16 @@ def cpvton_plus_options(opt):
 
 def describe_options(opt):
     on = cpvton_plus_options(opt)
+    method = STAGES[opt.stage].method
+    if method != 'CP-VTON':
+        return f'method {method}' + (' with CP-VTON+ options: ' + describe_flags(on) if on else '')
     if not on:
         return 'CP-VTON+ options: none (the original CP-VTON)'
-    return 'CP-VTON+ options on: ' + ', '.join(f'--{name}' if value is True else f'--{name} {value}'
-                                               for name, value in on.items())
+    return 'CP-VTON+ options on: ' + describe_flags(on)
+
+
+def describe_flags(values):
+    return ', '.join(f'--{name}' if value is True else f'--{name} {value}' for name, value in values.items())
 
 
 # --------------------------------------------------------------------------- one step of each stage
@@ -163,8 +167,10 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
 
 
 def finite_grid(out):
-    """Whether a stage's warp grid (GMM: out['grid']) is all finite; True for stages without one."""
-    return torch.isfinite(out['grid'].detach()).all() if 'grid' in out else torch.tensor(True)
+    """Whether a stage's warp grids (out['grid'], and any other '*grid', e.g. WUTON's unpaired one) are all finite;
+    True for stages without one."""
+    grids = [value.detach() for key, value in out.items() if key.endswith('grid')]
+    return torch.stack([torch.isfinite(grid).all() for grid in grids]).all() if grids else torch.tensor(True)
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -480,7 +486,7 @@ class Trainer:
         if state is not None:
             recorded = state.get('options') or read_options(osp.join(run_dir(self.opt), OPTIONS_FILE)) or {}
             refused, allowed = resume_option_changes(recorded, {**current, 'seed': given_seed}, state['step'],
-                                                     lr_lambda_for)
+                                                     lr_lambda_for, self.stage.batch_statistics)
             if refused:
                 raise SystemExit(f'{resume_path(self.opt)}: this run was started with other options: '
                                  f'{"; ".join(refused)}. Resume it with the options it was started with, '

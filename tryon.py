@@ -35,13 +35,12 @@ import flags
 import prepare_data
 import smart_show_test_result
 import test as test_script
-from cp_dataset import CLOTH_LABELS, HEAD_LABELS, DataError, pair_key, parse_file_name
+from cp_dataset import ARM_LABELS, CLOTH_LABELS, HEAD_LABELS, MASK_THRESHOLD, DataError, parse_file_name
 from networks import CheckpointError
 from train import OPTIONS_FILE, read_options
 from visualization import save_image_atomic
 
 STAGE_FLAGS = (('GMM', '--gmm'), ('TOM', '--tom'))
-ARM_LABELS = (14, 15)             # LIP left and right arm: TOM redraws them where the new cloth covers them
 REGION_GROW = 5                   # pixels at the model size by which the pasted region is grown (max filter)
 REGION_FEATHER = 2.0              # Gaussian blur radius, at the model size, of the pasted region's edge
 NO_IMAGES = '1000000000'          # test.py's --display_count: no TensorBoard images from these passes
@@ -153,18 +152,20 @@ def write_pairs(dataroot, person_name, cloth_names):
 # ----------------------------------------------------------------------------------------------------
 
 def run_stage(opt, stage, checkpoint, dataroot, data_list, work):
-    """test.py's test loop for ``stage`` on the split; returns its result folder."""
+    """test.py's test loop for ``stage`` on the split; returns its cp_dataset.ResultLayout."""
     argv = ['--stage', stage, '--name', f'tryon_{stage.lower()}', '--checkpoint', checkpoint, '--dataroot', dataroot,
             '--datamode', 'test', '--data_list', data_list, '--result_dir', osp.join(work, 'result'),
             '--tensorboard_dir', osp.join(work, 'tensorboard'), '--workers', '0', '--display_count', NO_IMAGES,
             '--gpu_ids', opt.gpu_ids]
-    return test_script.test(test_script.get_opt(argv))
+    stage_opt = test_script.get_opt(argv)
+    test_script.test(stage_opt)
+    return test_script.result_layout(stage_opt)
 
 
-def place_warps(gmm_folder, split_dir):
+def place_warps(gmm_results, split_dir):
     """GMM's warps where the TOM stage reads them (<split>/warp-cloth, warp-mask), as step 3 places them."""
     for folder in ('warp-cloth', 'warp-mask'):
-        shutil.copytree(osp.join(gmm_folder, folder), osp.join(split_dir, folder))
+        shutil.copytree(gmm_results.kind_dir(folder), osp.join(split_dir, folder))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ def pasted_region(parse, warped_mask):
     """Where the try-on replaces the photo: an L image at the model size, 255 inside. The person's clothes and arms
     (what TOM redraws) and the warped cloth, grown by REGION_GROW pixels, less the head (TOM copies it from the
     photo anyway, and the photo's is sharper), feathered at the edge."""
+    # the arms too: TOM redraws them where the new cloth covers them
     region = Image.fromarray((np.isin(parse, CLOTH_LABELS + ARM_LABELS) | warped_mask).astype(np.uint8) * 255, 'L')
     grown = np.asarray(region.filter(ImageFilter.MaxFilter(2 * REGION_GROW + 1))) > 0
     grown &= ~np.isin(parse, HEAD_LABELS)
@@ -221,9 +223,9 @@ def write_results(opt, paths, split_dir, results, placement):
                                                 '--tom_checkpoint_name', osp.basename(opt.tom)])
     images = {}
     for cloth_name, files in paths.items():
-        key = pair_key(person_name, cloth_name)
-        tryon = Image.open(osp.join(results['TOM'], 'try-on', key)).convert('RGB')
-        warped_mask = np.asarray(Image.open(osp.join(results['GMM'], 'warp-mask', key)).convert('L')) >= 128
+        tryon = Image.open(results['TOM'].file('try-on', person_name, cloth_name)).convert('RGB')
+        warped_mask = Image.open(results['GMM'].file('warp-mask', person_name, cloth_name)).convert('L')
+        warped_mask = np.asarray(warped_mask) >= MASK_THRESHOLD
         images[files['model']] = tryon
         images[files['tryon']] = paste_back(photo, tryon, pasted_region(parse, warped_mask), placement)
         images[files['strip']] = smart_show_test_result.simple_strip(

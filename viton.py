@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
+import flags
 from cp_dataset import DataSpec
 from cpvton import pair_keys
 from networks import load_checkpoint, unwrap_model, vgg19_weights_path
@@ -46,16 +47,16 @@ def init_viton_weights(module):
         nn.init.zeros_(module.bias)
 
 
-def down(in_channels, out_channels):
+def down(in_channels, out_channels, bn_momentum):
     """LReLU(0.2) -> 4x4 stride-2 conv -> batch norm (the official encoder_2..6)."""
     return nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False),
-                         nn.BatchNorm2d(out_channels, momentum=BATCHNORM_MOMENTUM))
+                         nn.BatchNorm2d(out_channels, momentum=bn_momentum))
 
 
-def up(in_channels, out_channels, dropout):
+def up(in_channels, out_channels, dropout, bn_momentum):
     """ReLU -> 4x4 stride-2 transposed conv -> batch norm (-> dropout) (the official decoder_6..2)."""
     layers = [nn.ReLU(), nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False),
-              nn.BatchNorm2d(out_channels, momentum=BATCHNORM_MOMENTUM)]
+              nn.BatchNorm2d(out_channels, momentum=bn_momentum)]
     if dropout:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -65,17 +66,20 @@ class CoarseGenerator(nn.Module):
     """VITON's stage 1: [B,25,H,W] -> [B,4,H,W] in [-1,1] (tanh); H and W multiples of 64.
 
     Encoder 64-128-256-512-512-512 (the first a bare conv), decoder 512 (dropout 0.5) -512-256-128-64 with U-Net
-    skips (none into the first decoder layer), then ReLU -> transposed conv -> tanh."""
+    skips (none into the first decoder layer), then ReLU -> transposed conv -> tanh. ``bn_momentum``: how fast
+    the batch norms' running statistics (used in eval mode) follow the batches; the official 0.001 needs thousands
+    of steps to settle (--bn_momentum)."""
 
-    def __init__(self, input_nc=COARSE_INPUT_CHANNELS, output_nc=COARSE_OUTPUT_CHANNELS, ngf=64):
+    def __init__(self, input_nc=COARSE_INPUT_CHANNELS, output_nc=COARSE_OUTPUT_CHANNELS, ngf=64,
+                 bn_momentum=BATCHNORM_MOMENTUM):
         super().__init__()
         widths = [ngf, ngf * 2, ngf * 4, ngf * 8, ngf * 8, ngf * 8]
         self.encoders = nn.ModuleList([nn.Conv2d(input_nc, ngf, 4, 2, 1, bias=False)] +
-                                      [down(a, b) for a, b in zip(widths, widths[1:])])
+                                      [down(a, b, bn_momentum) for a, b in zip(widths, widths[1:])])
         decoder_widths = [(ngf * 8, 0.5), (ngf * 8, 0.0), (ngf * 4, 0.0), (ngf * 2, 0.0), (ngf, 0.0)]
         decoders, in_channels = [], widths[-1]
         for level, (out_channels, dropout) in enumerate(decoder_widths):
-            decoders.append(up(in_channels, out_channels, dropout))
+            decoders.append(up(in_channels, out_channels, dropout, bn_momentum))
             in_channels = out_channels + widths[-2 - level]   # concatenated with the encoder's skip
         self.decoders = nn.ModuleList(decoders)
         self.output = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(in_channels, output_nc, 4, 2, 1, bias=False),
@@ -136,14 +140,18 @@ class VitonTryOn(nn.Module):
     """Stage 2's model: the frozen stage 1 (``coarse``) and the refinement (``refine``), one state dict.
 
     ``coarse_mode`` 'train' keeps stage 1 in training mode whenever this model trains (dropout on, batch
-    statistics), as the official code ran it; 'eval' runs it in eval mode. In eval mode both are in eval mode."""
+    statistics), as the official code ran it; 'eval' runs it in eval mode. In eval mode both are in eval mode.
+    Frozen means its weights: in training mode its BatchNorm running statistics still move, as the official code's
+    did (its batch norm updated them whenever it ran in training mode, and stage 2's checkpoint saved them), so the
+    stage 1 inside viton_refine_final.pth is not exactly viton_coarse_final.pth, whose masks the test warps were
+    matched to; --coarse_mode eval keeps it exactly."""
 
-    def __init__(self, coarse_mode='train'):
+    def __init__(self, coarse_mode='train', bn_momentum=BATCHNORM_MOMENTUM):
         super().__init__()
         if coarse_mode not in COARSE_MODES:
             raise ValueError(f'coarse_mode must be one of {COARSE_MODES}, got {coarse_mode!r}')
         self.coarse_mode = coarse_mode
-        self.coarse = CoarseGenerator()
+        self.coarse = CoarseGenerator(bn_momentum=bn_momentum)
         self.refine = RefinementNetwork()
         self.coarse.requires_grad_(False)
 
@@ -323,9 +331,10 @@ def refine_log_terms(values):
 
 
 def build_refine_model(opt):
-    """VitonTryOn, its stage 1 from --coarse_checkpoint when training starts from one."""
-    model = VitonTryOn(getattr(opt, 'coarse_mode', 'train'))
-    if getattr(opt, 'coarse_checkpoint', ''):
+    """VitonTryOn, its stage 1 from --coarse_checkpoint when training starts from one (not on --resume: the resume
+    state holds it)."""
+    model = VitonTryOn(getattr(opt, 'coarse_mode', 'train'), getattr(opt, 'bn_momentum', BATCHNORM_MOMENTUM))
+    if getattr(opt, 'coarse_checkpoint', '') and getattr(opt, 'resume', None) is None:
         load_checkpoint(model.coarse, opt.coarse_checkpoint, torch.device('cpu'))
     return model
 
@@ -339,14 +348,23 @@ def default_warp_dir(opt):
     return osp.join(getattr(opt, 'result_dir', 'result'), 'shape_context', opt.datamode)
 
 
-def check_refine_options(parser, opt):
+def refuse_cpvton_representation_options(parser, opt, training):
+    """VITON has its own person representation: CP-VTON+'s options for CP-VTON's would do nothing."""
+    for name, original in (('reserved_regions', 'original'), ('body_shape', 'parse')):
+        if getattr(opt, name) != original:
+            parser.error(f'--{name} {getattr(opt, name)} shapes CP-VTON\'s person representation; --stage '
+                         f'{opt.stage} uses VITON\'s')
+
+
+def check_refine_options(parser, opt, training):
+    refuse_cpvton_representation_options(parser, opt, training)
     opt.warp_dir = opt.warp_dir or default_warp_dir(opt)
-    if not hasattr(opt, 'coarse_checkpoint'):   # test.py: the checkpoint holds both stages
+    if not training:   # test.py: the checkpoint holds both stages
         return
     if not (opt.coarse_checkpoint or opt.checkpoint or opt.resume is not None):
         parser.error('--stage VITON_REFINE trains on a frozen stage 1: pass --coarse_checkpoint '
                      'checkpoints/<its run>/viton_coarse_final.pth (or --checkpoint / --resume of a refinement run)')
-    if opt.coarse_checkpoint and not osp.isfile(opt.coarse_checkpoint):
+    if opt.coarse_checkpoint and opt.resume is None and not osp.isfile(opt.coarse_checkpoint):
         parser.error(f'--coarse_checkpoint {opt.coarse_checkpoint}: no such file; train stage 1 first '
                      f'(scripts/viton/step1-train-coarse.sh)')
 
@@ -359,6 +377,10 @@ def add_arguments(parser, training):
     if training:
         group.add_argument('--coarse_checkpoint', default='',
                            help='VITON_REFINE: the trained stage 1 (viton_coarse_final.pth), frozen in training')
+        group.add_argument('--bn_momentum', type=flags.float_in(0, 1), default=BATCHNORM_MOMENTUM,
+                           help="VITON_COARSE, VITON_REFINE: the batch norms' running-statistics momentum (the "
+                                "official 0.001, a decay of 0.999, settles after thousands of steps; 0.1, PyTorch's "
+                                "default, for short runs: ours)")
         group.add_argument('--coarse_mode', default='train', choices=COARSE_MODES,
                            help="VITON_REFINE: the frozen stage 1 in training mode (dropout, batch statistics: the "
                                 "official code's behaviour) or in eval mode")
@@ -368,12 +390,14 @@ COARSE_DATA = DataSpec(cloth='in-shop', representation='viton')
 REFINE_DATA = DataSpec(cloth='in-shop', representation='viton', warps_from='warp_dir')
 
 STAGES = (
-    Stage('VITON_COARSE', 'VITON', COARSE_DATA, 'viton_coarse_final.pth', build_model=lambda opt: CoarseGenerator(),
+    Stage('VITON_COARSE', 'VITON', COARSE_DATA, 'viton_coarse_final.pth',
+          build_model=lambda opt: CoarseGenerator(bn_momentum=getattr(opt, 'bn_momentum', BATCHNORM_MOMENTUM)),
           build_loss=lambda opt, log: CoarseLoss(build_perceptual_loss(opt, tuple(VGG_LAYER_ENDS), log)),
-          run=run_coarse, visuals=coarse_visuals, save_results=save_coarse_results, log_terms=coarse_log_terms),
+          run=run_coarse, visuals=coarse_visuals, save_results=save_coarse_results, log_terms=coarse_log_terms,
+          options=('bn_momentum',), check_options=refuse_cpvton_representation_options),
     Stage('VITON_REFINE', 'VITON', REFINE_DATA, 'viton_refine_final.pth', build_model=build_refine_model,
           build_loss=lambda opt, log: RefineLoss(build_perceptual_loss(opt, ('conv3_2', 'conv4_2', 'conv5_2'), log)),
           run=run_refine, visuals=refine_visuals, save_results=save_refine_results, log_terms=refine_log_terms,
-          options=('coarse_checkpoint', 'coarse_mode', 'warp_dir'), trainable=refinement_parameters,
+          options=('coarse_checkpoint', 'coarse_mode', 'warp_dir', 'bn_momentum'), trainable=refinement_parameters,
           check_options=check_refine_options),
 )

@@ -75,11 +75,14 @@ def test_tiny_run_writes_every_result(tmp_path, capsys):
     json_path = tmp_path / 'benchmark.json'
     exit_code = benchmark.main(['--device', 'cpu', '--batch_size', '1', '--repeats', '1', '--warmup', '0',
                                 '--n_train', '2', '--workers', '0,1', '--compare-baseline', '--compare_rounds', '1',
-                                '--json', str(json_path)])
+                                '--method_steps', 'WUTON', '--json', str(json_path)])
     assert exit_code == 0
     results = json.loads(json_path.read_text())
     assert set(results) == {'machine', 'settings', 'tps', 'data_item', 'loader', 'gmm_step', 'tom_step',
-                            'projection', 'baseline'}
+                            'method_steps', 'projection', 'baseline'}
+    wuton_step = results['method_steps']['WUTON']
+    assert wuton_step['ratio_to_gmm_plus_tom'] == pytest.approx(
+        wuton_step['median_s'] / (results['gmm_step']['median_s'] + results['tom_step']['median_s']))
     assert results['tps']['agree'] and results['data_item']['agree']
     assert set(results['loader']) == {'0', '1'}
     for stage in (results['gmm_step'], results['tom_step']):
@@ -93,6 +96,7 @@ def test_tiny_run_writes_every_result(tmp_path, capsys):
     assert numbers and all(n > 0 for n in numbers)
     report = capsys.readouterr().out
     assert '| GMM training step |' in report and 'randomly initialised VGG19' in report
+    assert '| WUTON training step (WUTON) |' in report and 'x GMM + TOM' in report
 
 
 def test_data_path_at_512x384_on_256x192_files(tmp_path):

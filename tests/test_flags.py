@@ -14,6 +14,7 @@ import data_check
 import evaluate
 import flags
 import learning_curves
+import methods
 import prepare_data
 import smart_show_test_result
 import synthetic_data
@@ -54,6 +55,10 @@ RANGES = [('train.py', *row) for row in TRAIN_AND_TEST] + [('test.py', *row) for
     ('train.py', '--seed', '-1', 0, SEED),
     ('train.py', '--seed', '4294967296', 4294967295, SEED),
     ('train.py', '--gic_weight', '-0.5', 0.0, 'a number >= 0'),
+    ('train.py', '--bn_momentum', '1.5', 0.0, SHARE),
+    ('train.py', '--neck_box', '-1', 0, AT_LEAST_0),
+    ('test.py', '--neck_box', '-1', 0, AT_LEAST_0),
+    *[('train.py', f'--{name}_weight', '-1', 0.0, 'a number >= 0') for name in ('warp', 'l1', 'vgg', 'adv', 'gp')],
     ('evaluate.py', '--mask_threshold', '0', 1, 'an integer in [1, 255]'),
     ('evaluate.py', '--mask_threshold', '256', 255, 'an integer in [1, 255]'),
     ('evaluate.py', '--cloth_labels', '5,20', (0, 19), 'comma-separated values, each an integer in [0, 19]'),
@@ -87,6 +92,10 @@ RANGES = [('train.py', *row) for row in TRAIN_AND_TEST] + [('test.py', *row) for
     ('benchmark.py', '--device', 'mps', torch.device('cpu'), 'cpu or cuda[:N]'),
     ('ablation.py', '--gmm_steps', '0', 1, AT_LEAST_1),
     ('ablation.py', '--tom_steps', '0', 1, AT_LEAST_1),
+    ('ablation.py', '--viton_coarse_steps', '0', 1, AT_LEAST_1),
+    ('ablation.py', '--viton_refine_steps', '0', 1, AT_LEAST_1),
+    ('ablation.py', '--viton_bn_momentum', '-0.1', 0.0, SHARE),
+    ('ablation.py', '--wuton_steps', '0', 1, AT_LEAST_1),
     ('ablation.py', '--batch_size', '0', 1, AT_LEAST_1),
     ('ablation.py', '--lr', '-0.0001', 1e-9, POSITIVE),
     ('ablation.py', '--seed', '-1', 0, SEED),
@@ -132,6 +141,12 @@ CROSS_FLAG_RULES = [
 ]
 
 
+def stage_owning(command, flag):
+    """['--stage', S] for a flag of train.py/test.py that only stage S reads (with another stage it is refused)."""
+    owners = [stage.name for stage in methods.STAGES.values() if dest(flag) in stage.options]
+    return ['--stage', owners[0]] if command in ('train.py', 'test.py') and owners else []
+
+
 def dest(flag):
     return flag.lstrip('-').replace('-', '_')
 
@@ -161,7 +176,7 @@ def test_a_value_outside_the_range_is_one_error_line(capsys, command, flag, outs
                          ids=[f'{row[0]} {row[1]} {row[3]}' for row in RANGES])
 def test_the_boundary_value_is_accepted(command, flag, outside, boundary, range_):
     text = ','.join(map(str, boundary)) if isinstance(boundary, tuple) else str(boundary)
-    opt = PARSERS[command](BASE_ARGV.get(command, []) + [flag, text])
+    opt = PARSERS[command](BASE_ARGV.get(command, []) + stage_owning(command, flag) + [flag, text])
     assert getattr(opt, dest(flag)) == boundary
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -229,32 +230,52 @@ def test_every_registered_stage_is_complete_and_cpvtons_keep_their_files():
 
 
 def test_another_stages_flag_and_a_missing_stage_1_are_one_line_errors(capsys):
-    for argv, message in ((['--stage', 'TOM', '--coarse_mode', 'eval'], '--coarse_mode is an option of --stage '
-                                                                         'VITON_REFINE'),
-                          (['--stage', 'VITON_REFINE'], 'pass --coarse_checkpoint'),
-                          (['--stage', 'VITON_REFINE', '--coarse_checkpoint', 'nowhere.pth'],
-                           '--coarse_checkpoint nowhere.pth: no such file')):
+    for script, argv, message in (
+            (train, ['--stage', 'TOM', '--coarse_mode', 'eval'], '--coarse_mode is an option of --stage VITON_REFINE'),
+            (train, ['--stage', 'VITON_REFINE'], 'pass --coarse_checkpoint'),
+            (train, ['--stage', 'VITON_REFINE', '--coarse_checkpoint', 'nowhere.pth'],
+             '--coarse_checkpoint nowhere.pth: no such file'),
+            (train, ['--stage', 'VITON_COARSE', '--reserved_regions', 'cpvton_plus'], "uses VITON's"),
+            (test_script, ['--stage', 'GMM', '--warp_dir', 'warps'], '--warp_dir is an option of --stage VITON_REFINE'),
+            (test_script, ['--stage', 'TOM', '--neck_box', '8'], '--neck_box is an option of --stage WUTON')):
         with pytest.raises(SystemExit):
-            train.get_opt(argv)
-        assert message in capsys.readouterr().err
+            script.get_opt(argv)
+        error = capsys.readouterr().err
+        assert message in error and 'Traceback' not in error, error
+    with pytest.raises(SystemExit):
+        train.get_opt(['--stage', 'GMM', '--bn_momentum', '0.1'])
+    assert 'an option of --stage VITON_COARSE or VITON_REFINE' in capsys.readouterr().err
+    assert train.get_opt(['--stage', 'VITON_COARSE', '--bn_momentum', '0.1']).bn_momentum == 0.1
+    model = viton.build_refine_model(types.SimpleNamespace(coarse_mode='train', bn_momentum=0.1, coarse_checkpoint=''))
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    # resumed, the refinement has its stage 1 in the resume state: the file it started from may be gone
+    opt = train.get_opt(['--stage', 'VITON_REFINE', '--resume', '--coarse_checkpoint', 'moved_away.pth'])
+    assert opt.coarse_checkpoint == 'moved_away.pth'
 
+
+def test_stages_with_batch_statistics_keep_their_per_process_batch_on_resume():
+    assert [name for name, stage in methods.STAGES.items() if not stage.batch_statistics] == ['TOM']
+
+
+# --------------------------------------------------------------------------- the step scripts
 
 @pytest.fixture(scope='module')
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp('viton_synthetic')
-    generate_dataset(str(root / 'data'), n_train=4, n_test=2, seed=4, workers=1)
+def pipeline(tmp_path_factory):
+    """scripts/viton/step1..5 on a tiny synthetic set, one training step per stage."""
+    root = tmp_path_factory.mktemp('viton_pipeline')
+    generate_dataset(str(root / 'data'), n_train=4, n_test=2, seed=6, workers=1)
+    env = dict(os.environ, PYTHON=sys.executable, DATAROOT=str(root / 'data'),
+               CHECKPOINT_DIR=str(root / 'checkpoints'), TENSORBOARD_DIR=str(root / 'tensorboard'),
+               RESULT_DIR=str(root / 'result'), LOG_DIR=str(root / 'logs'), WORKERS='0',
+               VITON_BATCH_SIZE='2', VITON_COARSE_STEPS='1', VITON_REFINE_STEPS='1', SAVE_COUNT='2')
+    train_args = ['--vgg_init', 'random', '--display_count', '1', '--seed', '1']
+    for script, args in (('step1-train-coarse.sh', train_args), ('step2-test-coarse.sh', []),
+                         ('step3-shape-context.sh', []), ('step4-train-refine.sh', train_args),
+                         ('step5-test-refine.sh', [])):
+        completed = subprocess.run(['bash', str(REPO / 'scripts' / 'viton' / script), *args], env=env, cwd=REPO,
+                                   capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, script + completed.stdout[-3000:] + completed.stderr[-3000:]
     return root
-
-
-def stand_in_warps(root, split, pairs_file):
-    """The in-shop cloth as each pair's 'warp', in the result layout: enough for one refinement step."""
-    warps = root / 'warps' / split
-    for im_name, c_name in read_pairs(str(root / 'data' / pairs_file)):
-        for source, kind in (('cloth', 'warp-cloth'), ('cloth-mask', 'warp-mask')):
-            (warps / kind).mkdir(parents=True, exist_ok=True)
-            (warps / kind / pair_key(im_name, c_name)).write_bytes(
-                (root / 'data' / split / source / c_name).read_bytes())
-    return warps
 
 
 def scalar_tags(folder):
@@ -263,80 +284,61 @@ def scalar_tags(folder):
     return set(events.Tags()['scalars']), set(events.Tags()['images'])
 
 
-def test_one_training_step_of_each_stage_and_their_results(synthetic, monkeypatch):
-    monkeypatch.chdir(synthetic)
-    common = ['--dataroot', 'data', '--workers', '0', '--batch-size', '2', '--keep_step', '1', '--decay_step', '0',
-              '--display_count', '1', '--vgg_init', 'random', '--seed', '1']
-    assert train.main(['--name', 'coarse', '--stage', 'VITON_COARSE', *common]) == 0
-    coarse = synthetic / 'checkpoints' / 'coarse' / 'viton_coarse_final.pth'
-    state = torch.load(coarse, weights_only=True)
-    assert state.keys() == viton.CoarseGenerator().state_dict().keys()
-    scalars, images = scalar_tags(synthetic / 'tensorboard' / 'coarse')
-    assert {'generator_loss_GAN', 'generator_loss_mask_L1', 'generator_loss_content_L1', 'perceptual_loss',
-            'lr'} <= scalars and images
-    warps = stand_in_warps(synthetic, 'train', 'train_pairs.txt')
-    assert train.main(['--name', 'refine', '--stage', 'VITON_REFINE', *common, '--coarse_checkpoint', str(coarse),
-                       '--warp_dir', str(warps)]) == 0
-    refine = torch.load(synthetic / 'checkpoints' / 'refine' / 'viton_refine_final.pth', weights_only=True)
-    # stage 1 frozen: its weights are the ones it was given (batch statistics move: the official training mode)
-    assert all(torch.equal(refine[f'coarse.{k}'], v) for k, v in state.items() if 'running' not in k
-               and 'num_batches' not in k)
-    scalars, _ = scalar_tags(synthetic / 'tensorboard' / 'refine')
-    assert {'generator_loss_content_L1', 'perceptual_loss', 'mask_loss', 'tv_loss'} <= scalars
-    test_warps = stand_in_warps(synthetic, 'test', 'test_pairs.txt')
-    for stage, checkpoint, extra in (('VITON_COARSE', coarse, []),
-                                     ('VITON_REFINE', 'checkpoints/refine/viton_refine_final.pth',
-                                      ['--warp_dir', str(test_warps)])):
-        opt = test_script.get_opt(['--stage', stage, '--dataroot', 'data', '--workers', '0', '--checkpoint',
-                                   str(checkpoint), *extra])
-        test_script.test(opt)
-    pairs = read_pairs(str(synthetic / 'data' / 'test_pairs.txt'))
-    for kind, folder in (('coarse-person', 'viton_coarse_final.pth'), ('coarse-mask', 'viton_coarse_final.pth'),
-                         ('try-on', 'viton_refine_final.pth')):
-        written = sorted(os.listdir(synthetic / 'result' / folder / 'test' / kind))
-        assert written == sorted(pair_key(*pair) for pair in pairs), kind
-
-
-def test_the_refinements_data_check_names_missing_warps_and_the_fix(synthetic, capsys):
-    code = train.main(['--stage', 'VITON_REFINE', '--dataroot', str(synthetic / 'data'), '--check_data',
-                       '--coarse_checkpoint', __file__, '--warp_dir', str(synthetic / 'no_warps')])
-    assert code == 1
-    out = capsys.readouterr().out
-    assert str(synthetic / 'no_warps' / 'warp-cloth') in out and 'shape_context.py' in out
-
-
-# --------------------------------------------------------------------------- the step scripts
-
-def test_the_viton_step_scripts_end_to_end(tmp_path):
-    generate_dataset(str(tmp_path / 'data'), n_train=4, n_test=2, seed=6, workers=1)
-    env = dict(os.environ, PYTHON=sys.executable, DATAROOT=str(tmp_path / 'data'),
-               CHECKPOINT_DIR=str(tmp_path / 'checkpoints'), TENSORBOARD_DIR=str(tmp_path / 'tensorboard'),
-               RESULT_DIR=str(tmp_path / 'result'), LOG_DIR=str(tmp_path / 'logs'), WORKERS='0',
-               VITON_BATCH_SIZE='2', VITON_COARSE_STEPS='2', VITON_REFINE_STEPS='2', SAVE_COUNT='2')
-    train_args = ['--vgg_init', 'random', '--display_count', '1']
-    for script, args in (('step1-train-coarse.sh', train_args), ('step2-test-coarse.sh', []),
-                         ('step3-shape-context.sh', []), ('step4-train-refine.sh', train_args),
-                         ('step5-test-refine.sh', [])):
-        completed = subprocess.run(['bash', str(REPO / 'scripts' / 'viton' / script), *args], env=env, cwd=REPO,
-                                   capture_output=True, text=True, timeout=600)
-        assert completed.returncode == 0, script + completed.stdout[-3000:] + completed.stderr[-3000:]
-    result = tmp_path / 'result'
-    pairs = {split: read_pairs(str(tmp_path / 'data' / f'{split}_pairs.txt')) for split in ('train', 'test')}
-    paired = read_pairs(str(tmp_path / 'data' / 'test_pairs_paired.txt'))   # step 2 wrote it
+def test_the_step_scripts_write_every_result_in_the_standard_layout(pipeline):
+    result = pipeline / 'result'
+    pairs = {split: read_pairs(str(pipeline / 'data' / f'{split}_pairs.txt')) for split in ('train', 'test')}
+    paired = read_pairs(str(pipeline / 'data' / 'test_pairs_paired.txt'))   # step 2 wrote it
     tested = {pair_key(*pair) for pair in pairs['test'] + paired}
-    assert set(os.listdir(result / 'viton_coarse_final.pth' / 'train' / 'coarse-mask')) == {
-        pair_key(*pair) for pair in pairs['train']}
+    for kind in ('coarse-person', 'coarse-mask'):
+        assert set(os.listdir(result / 'viton_coarse_final.pth' / 'train' / kind)) == {
+            pair_key(*pair) for pair in pairs['train']}
+        assert set(os.listdir(result / 'viton_coarse_final.pth' / 'test' / kind)) == tested
     for kind in ('warp-cloth', 'warp-mask'):
         assert set(os.listdir(result / 'shape_context' / 'train' / kind)) == {pair_key(*p) for p in pairs['train']}
         assert set(os.listdir(result / 'shape_context' / 'test' / kind)) == tested
     assert set(os.listdir(result / 'viton_refine_final.pth' / 'test' / 'try-on')) == tested
-    assert len(list((tmp_path / 'logs').glob('viton-step*.log'))) >= 5
-    # the results score as any method's: evaluate.py and the strips read the standard layout unchanged
-    evaluate = subprocess.run([sys.executable, 'evaluate.py', '--dataroot', str(tmp_path / 'data'), '--result_dir',
-                               str(result), '--gmm_checkpoint_name', 'shape_context', '--tom_checkpoint_name',
-                               'viton_refine_final.pth', '--metrics', 'iou,ssim', '--workers', '0'],
+    for step in ('step1-train-coarse', 'step2-test-coarse', 'step3-shape-context', 'step4-train-refine',
+                 'step5-test-refine'):
+        assert list((pipeline / 'logs').glob(f'viton-{step}-*.log')), step
+
+
+def test_each_stage_trained_with_the_official_tags_and_stage_1_stays_frozen(pipeline):
+    checkpoints = pipeline / 'checkpoints'
+    coarse = torch.load(checkpoints / 'viton_coarse_train' / 'viton_coarse_final.pth', weights_only=True)
+    assert coarse.keys() == viton.CoarseGenerator().state_dict().keys()
+    scalars, images = scalar_tags(pipeline / 'tensorboard' / 'viton_coarse_train')
+    assert {'generator_loss_GAN', 'generator_loss_mask_L1', 'generator_loss_content_L1', 'perceptual_loss',
+            'lr'} <= scalars and images
+    refine = torch.load(checkpoints / 'viton_refine_train' / 'viton_refine_final.pth', weights_only=True)
+    # stage 1's weights are the ones it was given; its batch statistics move (the official training mode)
+    assert all(torch.equal(refine[f'coarse.{k}'], v) for k, v in coarse.items()
+               if 'running' not in k and 'num_batches' not in k)
+    assert any(not torch.equal(refine[f'coarse.{k}'], v) for k, v in coarse.items() if 'running' in k)
+    scalars, images = scalar_tags(pipeline / 'tensorboard' / 'viton_refine_train')
+    assert {'generator_loss_content_L1', 'perceptual_loss', 'mask_loss', 'tv_loss'} <= scalars and images
+
+
+def test_the_results_score_and_show_as_any_methods(pipeline, tmp_path):
+    """evaluate.py and the strips read the standard layout unchanged."""
+    result = pipeline / 'result'
+    names = ['--gmm_checkpoint_name', 'shape_context', '--tom_checkpoint_name', 'viton_refine_final.pth']
+    evaluate = subprocess.run([sys.executable, 'evaluate.py', '--dataroot', str(pipeline / 'data'), '--result_dir',
+                               str(result), *names, '--metrics', 'iou,ssim', '--workers', '0'],
                               cwd=REPO, capture_output=True, text=True, timeout=600)
     assert evaluate.returncode == 0, evaluate.stdout[-2000:] + evaluate.stderr[-2000:]
     report = json.loads((result / 'viton_refine_final.pth' / 'test' / 'metrics.json').read_text())
     assert 0 < report['metrics']['iou']['value'] <= 1 and 0 < report['metrics']['ssim']['value'] <= 1
+    strips = subprocess.run([sys.executable, 'smart_show_test_result.py', '--dataroot', str(pipeline / 'data'),
+                             '--result_dir', str(result), *names, '--data_list', 'test_pairs_paired.txt',
+                             '--out_simple', str(tmp_path / 'simple'), '--out_verbose', ''],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert strips.returncode == 0, strips.stdout[-2000:] + strips.stderr[-2000:]
+    assert len(list((tmp_path / 'simple').glob('*.png'))) == 2
 
+
+def test_the_refinements_data_check_names_missing_warps_and_the_fix(pipeline, capsys):
+    code = train.main(['--stage', 'VITON_REFINE', '--dataroot', str(pipeline / 'data'), '--check_data',
+                       '--coarse_checkpoint', __file__, '--warp_dir', str(pipeline / 'no_warps')])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert str(pipeline / 'no_warps' / 'warp-cloth') in out and 'shape_context.py' in out
