@@ -206,8 +206,8 @@ def vgg_flags():
         find_vgg19_weights()
         return []
     except FileNotFoundError:
-        print('note: no ImageNet VGG19 weights in torch\'s cache: the perceptual losses (TOM, VITON, WUTON) use '
-              '--vgg_init random (the same for every variant)', flush=True)
+        print('note: no ImageNet VGG19 weights in torch\'s cache: the perceptual losses (TOM, VITON, WUTON, '
+              'MG-VTON) use --vgg_init random (the same for every variant)', flush=True)
         return ['--vgg_init', 'random']
 
 
@@ -553,11 +553,19 @@ def write_report(args, done, commands, total_seconds):
         lines += [f'**{name}**', '', f'![{name}]({strips[name]})', '']
     lines += [f'Every pair of every variant, sortable by score and by the difference between two variants: '
               f'[the gallery]({osp.relpath(page, args.out)}) (opens from disk; "compare runs" view).', '']
-    lines += ['## Commands', '', '```', f'python ablation.py {" ".join(sys.argv[1:])}'] + commands + ['```', '']
-    path = osp.join(args.out, 'ablation.md')
+    lines += commands_section('ablation.py', commands)
+    return write_markdown(osp.join(args.out, 'ablation.md'), lines), table
+
+
+def commands_section(script, commands):
+    """A report's last section: this command line, then every command it ran."""
+    return ['## Commands', '', '```', f'python {script} {" ".join(sys.argv[1:])}', *commands, '```', '']
+
+
+def write_markdown(path, lines):
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
-    return path, table
+    return path
 
 
 def main(argv=None):

@@ -48,7 +48,10 @@ import cp_dataset
 import flags
 import synthetic_data
 from cp_dataset import CPDataLoader, CPDataset, make_grid_image
-from networks import TpsGridGen, tps_control_points, tps_inverse_system, tps_radial_kernel
+from mgvton import MGVTON
+from mgvton import STAGE_NAMES as MGVTON_STAGES
+from mpv_dataset import TRIPLET_LIST
+from networks import TpsGridGen, save_checkpoint, tps_control_points, tps_inverse_system, tps_radial_kernel
 from methods import STAGES
 from train import Trainer, get_opt
 
@@ -417,12 +420,13 @@ def trainer_argv(args, stage, name, dataroot, work_dir):
     return argv
 
 
-def build_trainer(args, stage, work_dir, original_tps=False):
-    """train.py's Trainer; with original_tps, its GMM generates grids with OriginalTpsGridGen."""
+def build_trainer(args, stage, work_dir, original_tps=False, extra_argv=()):
+    """train.py's Trainer (``extra_argv``: more of its arguments, overriding the benchmark's); with original_tps,
+    its GMM generates grids with OriginalTpsGridGen."""
     dataroot = tom_dataroot(args, work_dir) if stage == 'TOM' else args.dataroot
     with contextlib.redirect_stdout(sys.stderr):   # its log lines are progress, not results
         name = f'benchmark_{stage}' + ('_original_tps' if original_tps else '')
-        trainer = Trainer(get_opt(trainer_argv(args, stage, name, dataroot, work_dir)))
+        trainer = Trainer(get_opt(trainer_argv(args, stage, name, dataroot, work_dir) + list(extra_argv)))
     if original_tps:
         # The grid generator has no parameters, so the optimizer built by Trainer still
         # covers the whole model, and torch.compile only traces at the first step.
@@ -440,9 +444,9 @@ def step_function(trainer, batch):
     return lambda: trainer.train_step(next(step_counter))
 
 
-def measure_train_step(args, stage, batch, work_dir):
+def measure_train_step(args, stage, batch, work_dir, extra_argv=()):
     """Median seconds and peak process memory of Trainer.train_step on one fixed batch."""
-    trainer = build_trainer(args, stage, work_dir)
+    trainer = build_trainer(args, stage, work_dir, extra_argv=extra_argv)
     try:
         with PeakMemory(trainer.device) as memory:
             timing = time_calls(step_function(trainer, batch), args, synchronizer(trainer.device))
@@ -471,18 +475,38 @@ def compare_gmm_steps(args, batch, work_dir):
     return results
 
 
-def fixed_batch(opt, device, spec=None):
+def fixed_batch(opt, device, spec=None, dataset=CPDataset):
     """One training batch from the training loader (pinned on CUDA, as Trainer's loader does), of the items of
-    ``spec`` (a stage's DataSpec; GMM's when None).
+    ``spec`` (a stage's DataSpec; GMM's when None) read by ``dataset`` (the stage's).
 
     The TOM step uses GMM's: a TOM batch has the same tensors (the TOM stage reads GMM's
     warps instead of the in-shop cloth, which only changes the pictures)."""
-    return CPDataLoader(opt, CPDataset(opt, spec), pin_memory=device.type == 'cuda').next_batch()
+    return CPDataLoader(opt, dataset(opt, spec), pin_memory=device.type == 'cuda').next_batch()
 
 
 # Other methods' stages whose training step the benchmark can time (--method_steps): their items come from the
-# data alone (VITON's refinement also needs the shape-context warps and a trained stage 1).
-TIMED_METHOD_STAGES = ('VITON_COARSE', 'WUTON')
+# data alone (VITON's refinement also needs the shape-context warps and a trained stage 1); MG-VTON's from a
+# synthetic two-pose set, at the paper's model size.
+TIMED_METHOD_STAGES = ('VITON_COARSE', 'WUTON') + MGVTON_STAGES
+
+
+def mpv_stage_setup(args, stage, opt, work_dir):
+    """(dataset options, train.py arguments) of an MG-VTON stage: a synthetic two-pose set in ``work_dir`` (made
+    once) and, past stage I, the previous stage's checkpoint, untrained (a step's cost does not depend on the
+    weights)."""
+    root = osp.join(work_dir, 'mpv')
+    if not osp.isdir(root):
+        synthetic_data.generate_mpv_dataset(root, max(args.batch_size, 2), 2, args.seed)
+    data = {'dataroot': root, 'datamode': 'train', 'data_list': TRIPLET_LIST}
+    extra = [argument for name, value in data.items() for argument in (f'--{name}', value)]
+    level = MGVTON_STAGES.index(stage)
+    if level:
+        previous = osp.join(work_dir, f'{MGVTON_STAGES[level - 1]}.pth')
+        defaults = get_opt(['--fine_height', str(args.fine_height), '--fine_width', str(args.fine_width),
+                            '--grid_size', str(args.grid_size)])
+        save_checkpoint(MGVTON(defaults, MGVTON_STAGES[level - 1]), previous)
+        extra += ['--previous_checkpoint', previous]
+    return argparse.Namespace(**{**vars(opt), **data}), extra
 
 
 def measure_method_steps(args, opt, work_dir, cpvton_seconds):
@@ -490,8 +514,10 @@ def measure_method_steps(args, opt, work_dir, cpvton_seconds):
     results = {}
     for stage in args.method_steps:
         progress(f'{stage} steps...')
-        batch = fixed_batch(opt, args.device, STAGES[stage].data)
-        results[stage] = measure_train_step(args, stage, batch, work_dir)
+        spec = STAGES[stage].data
+        stage_opt, extra = mpv_stage_setup(args, stage, opt, work_dir) if spec.layout == 'mpv' else (opt, [])
+        batch = fixed_batch(stage_opt, args.device, spec, STAGES[stage].dataset)
+        results[stage] = measure_train_step(args, stage, batch, work_dir, extra)
         results[stage]['ratio_to_gmm_plus_tom'] = results[stage]['median_s'] / cpvton_seconds
     return results
 

@@ -192,7 +192,7 @@ class DataLayout:
 # The result kinds a stage writes, each a folder of <pair key> images: GMM and the shape-context matcher write
 # warp-cloth ([-1,1] -> 0..255) and warp-mask (0/255), TOM and VITON's refinement try-on, VITON's coarse
 # stage coarse-person and coarse-mask (its predicted clothing mask).
-RESULT_KINDS = ('warp-cloth', 'warp-mask', 'try-on', 'coarse-person', 'coarse-mask')
+RESULT_KINDS = ('warp-cloth', 'warp-mask', 'try-on', 'coarse-person', 'coarse-mask', 'parse')
 
 
 @dataclass(frozen=True)
@@ -670,6 +670,8 @@ class DataSpec:
     masked_photo: whether items carry WUTON's agnostic photo (see masked_photo).
     unpaired_cloth: whether items carry another cloth of the pairs list than the pair's (unpaired_cloth_name):
         the sampler then hands the dataset (epoch, index), so the draw is resumable with the data position.
+    layout: 'viton' (this module's layout and pairs files) or 'mpv' (MPV's layout and triplet list, read by
+        mpv_dataset.MPVDataset; the fields above are the VITON layout's and stay at their defaults).
     """
     cloth: str = 'in-shop'
     representation: str = 'cpvton'
@@ -678,6 +680,7 @@ class DataSpec:
     warps_from: str = ''
     masked_photo: bool = False
     unpaired_cloth: bool = False
+    layout: str = 'viton'
 
 
 CPVTON_DATA = {'GMM': DataSpec(cloth='in-shop', reserved_for='GMM', grid_image=True),

@@ -66,6 +66,14 @@ def check_gmm_options(parser, opt, training):
         flags.check_gmm_trainable_size(parser, opt.fine_height, opt.fine_width)
 
 
+def refuse_cpvton_representation_options(parser, opt, which):
+    """The flags that shape CP-VTON's person representation (CP-VTON+'s) are an error for a method that does not
+    read it; ``which`` completes the message, e.g. 'MG-VTON does not read'."""
+    for name, original in (('reserved_regions', 'original'), ('body_shape', 'parse')):
+        if getattr(opt, name, original) != original:
+            parser.error(f'--{name} {getattr(opt, name)} shapes CP-VTON\'s person representation, which {which}')
+
+
 def gmm_log_terms(values):
     line = 'loss: %4f' % values['metric']
     if 'Lgic' in values:

@@ -1,4 +1,5 @@
-"""Check a VITON-format dataset against its pairs file before any training or test step.
+"""Check a VITON-format dataset against its pairs file (or an MPV-layout one against its triplet list, for
+MG-VTON) before any training or test step.
 
 Every problem is collected, not only the first, and reported grouped by kind:
 
@@ -16,6 +17,8 @@ threads overlap file reads and PNG decoding. Measured on 14,221 pairs (71,105 fi
 the real VITON samples, files in the page cache): about 9 s of CPU time.
 
     python data_check.py --dataroot data --datamode train --data_list train_pairs.txt --stage GMM
+    python data_check.py --dataroot mpv --datamode train --data_list all_poseA_poseB_clothes_0607.txt \
+        --stage MGVTON_PARSE                 # MG-VTON: the MPV layout and its triplet list
 
 prints the report and exits with 1 when there are errors.
 """
@@ -26,6 +29,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from PIL import Image
@@ -35,6 +39,9 @@ from cp_dataset import (BODY_SHAPE_SOURCES, DataFileError, FileProblem, cloth_fi
                         cpvton_data_spec, file_in, keypoint_fixes, mask_fixes, pair_key, parse_file_name, parse_fixes,
                         parse_labels, photo_fixes, pose_file_name, read_pose_keypoints, scan_pairs, shown,
                         warps_named_by_cloth)
+from mgvton import MGVTON_DATA
+from mgvton import STAGE_NAMES as MGVTON_STAGES
+from mpv_dataset import PARSE_FOLDER, PHOTO_FOLDER, POSE_FOLDER, MPVLayout, cloth_mask_fixes, scan_triplets
 
 # The bytes an intact file of the format ends with: JPEG's EOI marker, PNG's IEND chunk.
 END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
@@ -108,6 +115,7 @@ class FileCheck:
     folder: str
     check: Callable          # (path, size) -> [LoadFix]
     missing_fix: str
+    kind: str = ''           # what the file is, where its folder does not say (MPV's all/): 'person photo'
 
 
 FILE_CHECKS = {file_check.folder: file_check for file_check in (
@@ -131,7 +139,8 @@ def run_check(path, file_check, size):
     try:
         return [], file_check.check(path, size)
     except FileNotFoundError:
-        return [FileProblem(f'missing {file_check.folder} file', path, 'file not found', file_check.missing_fix)], []
+        what = file_check.kind or f'{file_check.folder} file'
+        return [FileProblem(f'missing {what}', path, 'file not found', file_check.missing_fix)], []
     except DataFileError as error:
         return [error.problem], []
     except (OSError, SyntaxError) as error:   # Pillow reports some broken PNG chunks as SyntaxError
@@ -175,6 +184,37 @@ def files_to_check(opt, data_path, pairs, log=print, spec=None):
         if warp_results:
             add_warp_result('warp-cloth', pair_key(im_name, c_name))
             add_warp_result('warp-mask', pair_key(im_name, c_name))
+    return files
+
+
+def check_cloth_mask_or_computed(path, size):
+    """MPV's optional cloth mask: the mask file's check, or the warning that loading computes it."""
+    return cloth_mask_fixes(Path(path)) or check_mask(path, size)
+
+
+MPV_FILE_CHECKS = {check.kind: check for check in (
+    FileCheck(PHOTO_FOLDER, check_person_image, 'add the photo, or remove its triplets from the list', 'person photo'),
+    FileCheck(PHOTO_FOLDER, check_cloth_image, 'add the photo, or remove its triplets from the list', 'cloth photo'),
+    FileCheck(PHOTO_FOLDER, check_cloth_mask_or_computed, '', 'cloth mask'),
+    FileCheck(PARSE_FOLDER, check_parse_map, 'run a LIP human parser on the person photo and save its label map '
+                                             '(pixel = label 0-19) as <person stem>.png', 'parse map'),
+    FileCheck(POSE_FOLDER, check_pose, 'run OpenPose (COCO-18 or BODY_25) on the person photo; it writes '
+                                       '<person stem>_keypoints.json', 'pose file'),
+)}
+
+
+def mpv_files_to_check(opt, triplets):
+    """{path: FileCheck} of every file MPV triplets read (mpv_dataset.MPVDataset), each once: both persons'
+    photos and parses, person B's keypoints, the cloth's photo and (optional) mask."""
+    layout = MPVLayout(Path(opt.dataroot))
+    files = {}
+    for triplet in triplets:
+        for name in (triplet.source, triplet.target):
+            files[str(layout.photo(name))] = MPV_FILE_CHECKS['person photo']
+            files[str(layout.parse_map(name))] = MPV_FILE_CHECKS['parse map']
+        files[str(layout.pose(triplet.target))] = MPV_FILE_CHECKS['pose file']
+        files[str(layout.photo(triplet.cloth))] = MPV_FILE_CHECKS['cloth photo']
+        files[str(layout.cloth_mask(triplet.cloth))] = MPV_FILE_CHECKS['cloth mask']
     return files
 
 
@@ -225,6 +265,7 @@ class DataReport:
     stage: str
     num_pairs: int = 0
     num_files: int = 0
+    items_name: str = 'pairs'    # what num_pairs counts
     seconds: float = 0.0
     errors: list = field(default_factory=list)     # [FileProblem]
     warnings: list = field(default_factory=list)   # [LoadFix]
@@ -235,7 +276,7 @@ class DataReport:
 
     def summary(self):
         return (f'data check of {self.data_path} against {self.pairs_path} (stage {self.stage}): {self.num_pairs} '
-                f'pairs, {self.num_files} files in {self.seconds:.1f} s: {len(self.errors)} errors, '
+                f'{self.items_name}, {self.num_files} files in {self.seconds:.1f} s: {len(self.errors)} errors, '
                 f'{len(self.warnings)} warnings')
 
     def format(self):
@@ -251,25 +292,31 @@ class DataReport:
 
 
 def validate_dataset(opt, log=print, spec=None):
-    """Check every file the pairs file names. ``opt``: dataroot, datamode, stage, data_list, fine_height,
-    fine_width (and body_shape, if image-mask/ is read); ``spec``: the stage's DataSpec (files_to_check).
-    Returns a DataReport; logs one line as it starts."""
+    """Check every file the pairs file (MPV's layout: the triplet list) names. ``opt``: dataroot, datamode, stage,
+    data_list, fine_height, fine_width (and body_shape, if image-mask/ is read); ``spec``: the stage's DataSpec
+    (files_to_check, mpv_files_to_check). Returns a DataReport; logs one line as it starts."""
     start = time.perf_counter()
-    data_path = osp.join(opt.dataroot, opt.datamode)
-    report = DataReport(data_path, osp.join(opt.dataroot, opt.data_list), opt.stage)
+    mpv = spec is not None and spec.layout == 'mpv'
+    data_path = opt.dataroot if mpv else osp.join(opt.dataroot, opt.datamode)
+    report = DataReport(data_path, osp.join(opt.dataroot, opt.data_list), opt.stage,
+                        items_name=f'{opt.datamode} triplets' if mpv else 'pairs')
     log(f'checking the data in {data_path} against {report.pairs_path} (stage {opt.stage}) ...')
-    pairs, report.errors = scan_pairs(report.pairs_path)
-    files, folder_errors = without_missing_folders(files_to_check(opt, data_path, pairs, log, spec), data_path)
+    if mpv:
+        items, report.errors = scan_triplets(report.pairs_path, opt.datamode)
+        planned = mpv_files_to_check(opt, items)
+    else:
+        items, report.errors = scan_pairs(report.pairs_path)
+        planned = files_to_check(opt, data_path, items, log, spec)
+    files, folder_errors = without_missing_folders(planned, data_path)
     report.errors += folder_errors
     size = (opt.fine_width, opt.fine_height)
-    items = list(files.items())
-    chunks = [items[i:i + FILES_PER_TASK] for i in range(0, len(items), FILES_PER_TASK)]
+    chunks = [list(files.items())[i:i + FILES_PER_TASK] for i in range(0, len(files), FILES_PER_TASK)]
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for results in pool.map(lambda chunk: [run_check(path, check, size) for path, check in chunk], chunks):
             for errors, warnings in results:
                 report.errors += errors
                 report.warnings += warnings
-    report.num_pairs, report.num_files = len(pairs), len(files)
+    report.num_pairs, report.num_files = len(items), len(files)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -297,7 +344,9 @@ def parse_args(argv=None):
     parser.add_argument('--dataroot', default='data')
     parser.add_argument('--datamode', default='train')
     parser.add_argument('--data_list', default='train_pairs.txt')
-    parser.add_argument('--stage', choices=('GMM', 'TOM'), default='GMM')
+    parser.add_argument('--stage', choices=('GMM', 'TOM') + MGVTON_STAGES, default='GMM',
+                        help="CP-VTON's stages read the VITON layout, MG-VTON's the MPV layout (--dataroot the MPV "
+                             "folder, --datamode its split, --data_list its triplet list)")
     parser.add_argument('--fine_height', type=flags.image_side, default=256,
                         help="the model's input height, as train.py's")
     parser.add_argument('--fine_width', type=flags.image_side, default=192,
@@ -308,7 +357,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    return check_only(parse_args(argv))
+    opt = parse_args(argv)
+    return check_only(opt, spec=MGVTON_DATA if opt.stage in MGVTON_STAGES else None)
 
 
 if __name__ == '__main__':

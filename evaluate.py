@@ -64,6 +64,7 @@ definition, size and pair keys per pair list and its metrics (as "metrics"), and
 texture_energy, torso_occlusion and torso_region.
 """
 import argparse
+import importlib.util
 import json
 import os
 import pickle
@@ -75,18 +76,19 @@ from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import lpips
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import flags
-from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, DataError, DataLayout, ResultLayout, existing_file, file_in,
-                        load_parse_labels, load_photo, open_image, pair_key, parallel_map, read_pairs, shown)
+from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, NUM_LIP_LABELS, DataError, DataLayout, ResultLayout,
+                        existing_file, file_in, load_parse_labels, load_photo, open_image, pair_key, parallel_map,
+                        read_pairs, shown)
+from mgvton import FINAL_CHECKPOINTS as MGVTON_FINAL_CHECKPOINTS
+from mpv_dataset import MPVLayout, parse_result_name, read_triplets, triplet_key
 from metrics import (MATLAB_SSIM_C1, MATLAB_SSIM_C2, MATLAB_SSIM_RADIUS, MATLAB_SSIM_SIGMA, SKIMAGE_SSIM_SETTINGS,
                      fid_from_features, inception_score_from_probs, mask_iou, matlab_ssim_score, ssim_score)
 from networks import sha256_of
@@ -97,6 +99,8 @@ PAIRED_METRICS = ('iou', 'ssim', 'ssim_matlab', 'lpips')   # need the same-cloth
 TRYON_PAIR_METRICS = ('ssim', 'ssim_matlab', 'lpips')      # ... and their try-on results
 UNPAIRED_METRICS = ('is', 'fid')
 ALL_METRICS = PAIRED_METRICS + UNPAIRED_METRICS
+PARSE_METRICS = ('parse_accuracy', 'parse_miou')           # MG-VTON's synthesised parse (--triplets)
+MULTI_POSE_METRICS = ALL_METRICS + PARSE_METRICS
 INCEPTION_SIZE = 299     # Inception-v3's input side
 
 # CP-VTON+ (CVPRW 2020) Table 1, VITON test set at 256x192. Its SSIM was MATLAB's, so it is listed as
@@ -107,6 +111,7 @@ PUBLISHED = {
 }
 TABLE_COLUMNS = (('iou', 'IoU'), ('ssim', 'SSIM'), ('ssim_matlab', 'SSIM-M'), ('lpips', 'LPIPS'),
                  ('is', 'IS'), ('fid', 'FID'))
+MULTI_POSE_COLUMNS = TABLE_COLUMNS + (('parse_accuracy', 'parse acc'), ('parse_miou', 'parse mIoU'))
 
 
 class MetricUnavailable(Exception):
@@ -265,8 +270,9 @@ def load_state_dict_file(path):
 
 
 def lpips_linear_weights_path():
-    """The v0.1 AlexNet linear-layer weights that ship inside the lpips package."""
-    return Path(lpips.__file__).parent / 'weights' / 'v0.1' / 'alex.pth'
+    """The v0.1 AlexNet linear-layer weights that ship inside the lpips package (found without importing it:
+    lpips and torchvision are imported only where a metric needs them, see networks.torchvision_vgg19)."""
+    return Path(importlib.util.find_spec('lpips').origin).parent / 'weights' / 'v0.1' / 'alex.pth'
 
 
 def build_lpips_model(alexnet_state_dict):
@@ -277,6 +283,7 @@ def build_lpips_model(alexnet_state_dict):
     the state dict. lpips keeps torchvision's layer indices inside its slices, so 'features.3.weight' is
     'slice2.3.weight'.
     """
+    import lpips
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)   # lpips passes torchvision's deprecated `pretrained=`
         model = lpips.LPIPS(pretrained=True, net='alex', version='0.1', pnet_rand=True, verbose=False)
@@ -333,9 +340,9 @@ class InceptionClassifier(nn.Module):
 
     def __init__(self, state_dict):
         super().__init__()
+        from torchvision.models import inception_v3
         # aux_logits=True: the released file holds the auxiliary head, and strict loading checks every key.
-        self.net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False,
-                                                   init_weights=False)
+        self.net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
         self.net.load_state_dict(state_dict)
         self.eval()
 
@@ -350,8 +357,8 @@ def fid_inception_network():
         from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
     except ImportError:
         raise MetricUnavailable('FID needs the pytorch-fid package: pip install pytorch-fid') from None
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, transform_input=False,
-                                          init_weights=False)
+    from torchvision.models import inception_v3
+    net = inception_v3(weights=None, aux_logits=False, num_classes=1008, transform_input=False, init_weights=False)
     net.Mixed_5b = FIDInceptionA(192, pool_features=32)
     net.Mixed_5c = FIDInceptionA(256, pool_features=64)
     net.Mixed_5d = FIDInceptionA(288, pool_features=64)
@@ -543,13 +550,14 @@ def producing_command(args, stage, list_name):
     return command
 
 
-def present_pairs(pairs, path_of, what, command, allow_missing, notes):
-    """The pairs whose result file exists. Missing ones fail the run unless `allow_missing` (then: a note)."""
+def present_pairs(pairs, path_of, what, command, allow_missing, notes, key_of=pair_key):
+    """The pairs (tuples of path_of's arguments) whose result file exists. Missing ones fail the run unless
+    `allow_missing` (then: a note)."""
     missing = [pair for pair in pairs if not path_of(*pair).is_file()]
     if not missing:
         return list(pairs)
     folder = path_of(*missing[0]).parent
-    examples = ', '.join(shown(pair_key(*pair)) for pair in missing[:3])
+    examples = ', '.join(shown(key_of(*pair)) for pair in missing[:3])
     message = (f'{len(missing)} of {len(pairs)} {what} are missing from {folder} (e.g. {examples}); '
                f'make them with: {command}')
     if not allow_missing:
@@ -585,6 +593,36 @@ def package_version(distribution):
 
 def implementation(package, **settings):
     return {'package': package, 'version': package_version(package), 'settings': settings}
+
+
+def ssim_implementation():
+    return {**implementation('scikit-image', channel_axis=-1, input='uint8 RGB', aggregate='mean over pairs',
+                             **SKIMAGE_SSIM_SETTINGS),
+            'function': 'skimage.metrics.structural_similarity'}
+
+
+def matlab_ssim_implementation():
+    return {**implementation('scipy', sigma=MATLAB_SSIM_SIGMA, radius=MATLAB_SSIM_RADIUS, padding='replicate',
+                             window='3-D over H x W x RGB', border='kept', C1=MATLAB_SSIM_C1, C2=MATLAB_SSIM_C2,
+                             aggregate='mean over pairs'),
+            'function': 'metrics.matlab_ssim_score (MATLAB ssim(A, ref) on uint8 RGB arrays)'}
+
+
+SSIM_IMPLEMENTATIONS = {'ssim': ssim_implementation, 'ssim_matlab': matlab_ssim_implementation}
+
+
+def lpips_implementation():
+    return implementation('lpips', net='alex', version='0.1', input_range=[-1, 1], aggregate='mean over pairs')
+
+
+def is_implementation():
+    return implementation('torchvision', model='inception_v3', resize='bilinear 299x299', input_range=[-1, 1],
+                          output='softmax over 1000 classes')
+
+
+def fid_implementation():
+    return implementation('pytorch-fid', features='pool3 (2048)', resize='bilinear 299x299', input_range=[-1, 1],
+                          frechet_distance='metrics.frechet_distance (eigenvalues)')
 
 
 def load_network(build, path, spec):
@@ -638,17 +676,8 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
                               'photos', notes)
     ssim_metrics = [metric for metric in tryon_metrics if metric != 'lpips']
     merge_pair_scores(scores, per_pair_scores(layout, tryon_pairs, ssim_metrics, workers=args.workers))
-    if 'ssim' in metrics:
-        results['ssim'] = {**aggregate(scores, 'ssim'), 'implementation': {
-            **implementation('scikit-image', channel_axis=-1, input='uint8 RGB', aggregate='mean over pairs',
-                             **SKIMAGE_SSIM_SETTINGS),
-            'function': 'skimage.metrics.structural_similarity'}}
-    if 'ssim_matlab' in metrics:
-        results['ssim_matlab'] = {**aggregate(scores, 'ssim_matlab'), 'implementation': {
-            **implementation('scipy', sigma=MATLAB_SSIM_SIGMA, radius=MATLAB_SSIM_RADIUS, padding='replicate',
-                             window='3-D over H x W x RGB', border='kept', C1=MATLAB_SSIM_C1, C2=MATLAB_SSIM_C2,
-                             aggregate='mean over pairs'),
-            'function': 'metrics.matlab_ssim_score (MATLAB ssim(A, ref) on uint8 RGB arrays)'}}
+    for metric in ssim_metrics:
+        results[metric] = {**aggregate(scores, metric), 'implementation': SSIM_IMPLEMENTATIONS[metric]()}
     if 'lpips' in metrics:
         def build_scorer(alexnet_state_dict):
             return LpipsScorer(build_lpips_model(alexnet_state_dict), device, args.batch_size, args.workers)
@@ -656,8 +685,7 @@ def paired_metric_results(args, layout, pairs, metrics, notes, device):
         def compute_lpips(scorer):
             merge_pair_scores(scores, per_pair_scores(layout, tryon_pairs, ['lpips'], lpips_scorer=scorer))
             return {**aggregate(scores, 'lpips'),
-                    'implementation': implementation('lpips', net='alex', version='0.1', input_range=[-1, 1],
-                                                     aggregate='mean over pairs'),
+                    'implementation': lpips_implementation(),
                     'weights': [describe_weights(lpips_linear_weights_path())]}
         results['lpips'] = with_weights('lpips', args.lpips_weights, build_scorer, compute_lpips, notes)
     return results, scores
@@ -724,8 +752,7 @@ def unpaired_metric_results(args, layout, pairs, metrics, notes, device, subsets
                 subset_results[subset]['is'] = unavailable_if_raised(
                     partial(subset_inception_score, probs[rows], len(probs), args.is_splits))
             return {**inception_score_result(probs, args.is_splits),
-                    'implementation': implementation('torchvision', model='inception_v3', resize='bilinear 299x299',
-                                                     input_range=[-1, 1], output='softmax over 1000 classes')}
+                    'implementation': is_implementation()}
         results['is'] = with_weights('is', args.inception_weights, InceptionClassifier, compute_is, notes)
     if 'fid' in metrics:
         def compute_fid(network):
@@ -741,9 +768,7 @@ def unpaired_metric_results(args, layout, pairs, metrics, notes, device, subsets
             for subset, rows in subset_rows.items():
                 subset_results[subset]['fid'] = unavailable_if_raised(partial(fid_result, fake[rows], real))
             return {**fid_result(fake, real), 'real_images': str(layout.data_dir / 'image'),
-                    'implementation': implementation('pytorch-fid', features='pool3 (2048)',
-                                                     resize='bilinear 299x299', input_range=[-1, 1],
-                                                     frechet_distance='metrics.frechet_distance (eigenvalues)')}
+                    'implementation': fid_implementation()}
         results['fid'] = with_weights('fid', args.fid_weights, FidInception, compute_fid, notes)
     return results, subset_results, {'path': str(Path(args.dataroot) / args.unpaired_list), 'pairs': len(pairs)}
 
@@ -853,6 +878,194 @@ def evaluate(args):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Multi-pose results (MG-VTON, the MPV layout: --triplets)
+# ----------------------------------------------------------------------------------------------------
+
+MULTI_POSE_PROTOCOL = "multi-pose try-on (MG-VTON): each result against person B's photo"
+
+
+def parse_confusion(predicted, truth, classes=NUM_LIP_LABELS):
+    """Counts [classes, classes] of (truth label, predicted label) over the pixels of two label maps [H,W]."""
+    codes = truth.astype(np.int64).ravel() * classes + predicted.astype(np.int64).ravel()
+    return np.bincount(codes, minlength=classes * classes).reshape(classes, classes)
+
+
+def parse_scores(confusion):
+    """(pixel accuracy, mean IoU) of a confusion matrix summed over a test set: the share of pixels whose label
+    is right, and the IoU of each class (its pixels in both / in either, over all images) averaged over the
+    classes that occur in the truth or the prediction."""
+    intersection = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    present = union > 0
+    return float(intersection.sum() / confusion.sum()), float((intersection[present] / union[present]).mean())
+
+
+@dataclass(frozen=True)
+class MultiPoseLayout:
+    """Where a multi-pose run's data (mpv_dataset.MPVLayout) and results (a cp_dataset.ResultLayout, the try-on
+    folder possibly elsewhere: --tryon_dir) lie; results are named by mpv_dataset.triplet_key."""
+    data: MPVLayout
+    results: ResultLayout
+    tryon_dir: Path
+
+    def tryon(self, triplet):
+        return Path(file_in(self.tryon_dir, triplet_key(triplet)))
+
+    def warp_mask(self, triplet):
+        return Path(file_in(self.results.kind_dir('warp-mask'), triplet_key(triplet)))
+
+    def parse(self, triplet):
+        return Path(file_in(self.results.kind_dir('parse'), parse_result_name(triplet_key(triplet))))
+
+
+def score_triplet(triplet, layout, metrics, mask_threshold, cloth_labels):
+    """(triplet key, {metric: score}, parse confusion or None) of one triplet: SSIM of the try-on against person
+    B's photo, IoU of the warped mask against person B's cloth region, pixel accuracy of the parse (the
+    confusion is summed over the run for mean IoU). A parallel_map function."""
+    row, confusion = {}, None
+    target_photo, target_parse = layout.data.photo(triplet.target), layout.data.parse_map(triplet.target)
+    if 'ssim' in metrics or 'ssim_matlab' in metrics:
+        tryon_path = layout.tryon(triplet)
+        tryon = read_rgb(tryon_path)
+        truth = read_rgb_like(target_photo, tryon_path, (tryon.shape[1], tryon.shape[0]))
+        for metric in ('ssim', 'ssim_matlab'):
+            if metric in metrics:
+                row[metric] = (ssim_score if metric == 'ssim' else matlab_ssim_score)(tryon, truth)
+    if 'iou' in metrics:
+        warp_mask = read_binary_mask(layout.warp_mask(triplet), mask_threshold)
+        row['iou'] = mask_iou(warp_mask, read_cloth_region(target_parse, cloth_labels,
+                                                           (warp_mask.shape[1], warp_mask.shape[0])))
+    if any(metric in metrics for metric in PARSE_METRICS):
+        with open_image(layout.parse(triplet)) as image:
+            size = image.size
+        predicted = load_parse_labels(str(layout.parse(triplet)), size)
+        truth = load_parse_labels(existing_file(target_parse), size)
+        confusion = parse_confusion(predicted, truth)
+        row['parse_accuracy'] = float((predicted == truth).mean())
+    return triplet_key(triplet), row, confusion
+
+
+def multi_pose_command(args):
+    """The test.py command line that writes the results of --mgvton_checkpoint_name for --triplets."""
+    stage = {name: stage for stage, name in MGVTON_FINAL_CHECKPOINTS.items()}.get(args.mgvton_checkpoint_name,
+                                                                                 'MGVTON_REFINE')
+    return (f'python test.py --stage {stage} --dataroot {args.dataroot} --datamode {args.datamode} --data_list '
+            f'{args.triplets} --result_dir {args.result_dir} --checkpoint checkpoints/<name>/'
+            f'{args.mgvton_checkpoint_name} (scripts/mgvton/step5-test.sh)')
+
+
+MULTI_POSE_FOLDERS = {'ssim': 'try-on', 'ssim_matlab': 'try-on', 'lpips': 'try-on', 'is': 'try-on', 'fid': 'try-on',
+                      'iou': 'warp-mask', 'parse_accuracy': 'parse', 'parse_miou': 'parse'}
+FIRST_STAGE_WRITING = {'parse': 'MGVTON_PARSE', 'warp-mask': 'MGVTON_GMM', 'try-on': 'MGVTON_WARP'}
+
+
+def folder_of(layout, kind):
+    return layout.tryon_dir if kind == 'try-on' else layout.results.kind_dir(kind)
+
+
+def multi_pose_metric_results(args, layout, triplets, metrics, notes, device):
+    """({metric: result}, per-triplet scores) of the multi-pose metrics; a metric whose result folder is absent
+    (MGVTON_PARSE writes parse/ only, MGVTON_GMM no try-on/) is unavailable, saying which stage writes it."""
+    results, scores = {}, {triplet_key(t): {} for t in triplets}
+    present = {}
+    for metric in metrics:
+        kind = MULTI_POSE_FOLDERS[metric]
+        folder = folder_of(layout, kind)
+        if not folder.is_dir():
+            results[metric] = {'unavailable': f'no {folder}: test.py of --stage {FIRST_STAGE_WRITING[kind]} or a later '
+                                              f'MG-VTON stage writes {kind}/ (pass its checkpoint\'s file name as '
+                                              f'--mgvton_checkpoint_name)'}
+            continue
+        if kind not in present:
+            path_of = {'try-on': layout.tryon, 'warp-mask': layout.warp_mask, 'parse': layout.parse}[kind]
+            present[kind] = [t for (t,) in present_pairs([(t,) for t in triplets], path_of, f'{kind} results of '
+                             f'{args.triplets}', multi_pose_command(args), args.allow_missing, notes, triplet_key)]
+    cpu_metrics = [m for m in metrics if m not in ('lpips', 'is', 'fid') and m not in results]
+    for kind in dict.fromkeys(MULTI_POSE_FOLDERS[m] for m in cpu_metrics):
+        kind_metrics = [m for m in cpu_metrics if MULTI_POSE_FOLDERS[m] == kind]
+        score = partial(score_triplet, layout=layout, metrics=kind_metrics, mask_threshold=args.mask_threshold,
+                        cloth_labels=args.cloth_labels)
+        confusion = np.zeros((NUM_LIP_LABELS, NUM_LIP_LABELS), np.int64)
+        for key, row, triplet_confusion in parallel_map(score, present[kind], args.workers, '/'.join(kind_metrics)):
+            scores[key].update(row)
+            if triplet_confusion is not None:
+                confusion += np.asarray(triplet_confusion)   # parallel_map hands arrays back as tensors
+        for metric in kind_metrics:
+            if metric in SSIM_IMPLEMENTATIONS:
+                results[metric] = {**aggregate(scores, metric), 'implementation': SSIM_IMPLEMENTATIONS[metric]()}
+            elif metric == 'iou':
+                results[metric] = {**aggregate(scores, metric), 'implementation': implementation(
+                    'numpy', mask_threshold=args.mask_threshold, cloth_labels=list(args.cloth_labels),
+                    target="person B's cloth region", aggregate='mean of per-triplet IoU', both_masks_empty=1.0)}
+        if kind == 'parse' and not present[kind]:   # --allow_missing, and none there
+            for metric in kind_metrics:
+                results[metric] = {'unavailable': f'no parse results of {args.triplets} to score'}
+        elif kind == 'parse':
+            accuracy, miou = parse_scores(confusion)
+            counted = {'num_images': len(present[kind]), 'implementation': implementation(
+                'numpy', labels=f'LIP 0-{NUM_LIP_LABELS - 1}', truth="person B's parse",
+                aggregate='over all pixels of the run (mean IoU: of the classes in truth or prediction)')}
+            for metric, value in (('parse_accuracy', accuracy), ('parse_miou', miou)):
+                if metric in kind_metrics:
+                    results[metric] = {'value': value, **counted}
+    tryons = present.get('try-on', [])
+    tryon_paths = [layout.tryon(t) for t in tryons]
+    if 'lpips' in metrics and 'lpips' not in results:
+        def build_scorer(alexnet_state_dict):
+            return LpipsScorer(build_lpips_model(alexnet_state_dict), device, args.batch_size, args.workers)
+
+        def compute_lpips(scorer):
+            distances = scorer.score_files(tryon_paths, [layout.data.photo(t.target) for t in tryons])
+            for triplet, distance in zip(tryons, distances):
+                scores[triplet_key(triplet)]['lpips'] = distance
+            return {**aggregate(scores, 'lpips'), 'implementation': lpips_implementation(),
+                    'weights': [describe_weights(lpips_linear_weights_path())]}
+        results['lpips'] = with_weights('lpips', args.lpips_weights, build_scorer, compute_lpips, notes)
+    if 'is' in metrics and 'is' not in results:
+        def compute_is(network):
+            if len(tryon_paths) < args.is_splits:
+                raise MetricUnavailable(f'{len(tryon_paths)} try-on images, fewer than --is_splits {args.is_splits}')
+            probs = network_outputs(network, tryon_paths, device, args.batch_size, args.workers, 'IS')
+            return {**inception_score_result(probs, args.is_splits), 'implementation': is_implementation()}
+        results['is'] = with_weights('is', args.inception_weights, InceptionClassifier, compute_is, notes)
+    if 'fid' in metrics and 'fid' not in results:
+        def compute_fid(network):
+            real_paths = layout.data.real_images(triplets)
+            fake = network_outputs(network, tryon_paths, device, args.batch_size, args.workers, 'FID try-on')
+            real = network_outputs(network, real_paths, device, args.batch_size, args.workers, 'FID persons')
+            return {**fid_result(fake, real), 'real_images': "the listed triplets' person B photos",
+                    'implementation': fid_implementation()}
+        results['fid'] = with_weights('fid', args.fid_weights, FidInception, compute_fid, notes)
+    return results, scores
+
+
+def evaluate_multi_pose(args):
+    """The report of a multi-pose run (--triplets): the metrics of --metrics on the --datamode triplets of the
+    list, each try-on against person B's photo (see multi_pose_metric_results)."""
+    triplets = read_triplets(Path(args.dataroot) / args.triplets, args.datamode)
+    results_layout = ResultLayout(args.result_dir, args.mgvton_checkpoint_name, args.datamode)
+    if not results_layout.folder.is_dir() and not args.tryon_dir:
+        raise DataError(f'no results in {results_layout.folder}: make them with {multi_pose_command(args)}, or pass '
+                        f'the --result_dir and --mgvton_checkpoint_name of test.py\'s run')
+    layout = MultiPoseLayout(MPVLayout(Path(args.dataroot)), results_layout,
+                             Path(args.tryon_dir) if args.tryon_dir else results_layout.kind_dir('try-on'))
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    notes = []
+    results, scores = multi_pose_metric_results(args, layout, triplets, args.metrics, notes, device)
+    return {
+        'protocol': MULTI_POSE_PROTOCOL,
+        'settings': {'dataroot': args.dataroot, 'datamode': args.datamode, 'triplets': args.triplets,
+                     'results': str(results_layout.folder), 'tryon_dir': str(layout.tryon_dir),
+                     'metrics': list(args.metrics), 'device': str(device)},
+        'metrics': {metric: results[metric] for metric in MULTI_POSE_METRICS if metric in results},
+        'notes': notes,
+        'per_triplet': scores,
+        'subsets': {},
+        'output': args.out or str(layout.tryon_dir.parent / 'metrics.json'),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
 # Table
 # ----------------------------------------------------------------------------------------------------
 
@@ -863,10 +1076,10 @@ def format_cell(metric, value):
     return f'{value:.2f}' if metric == 'fid' else f'{value:.4f}'
 
 
-def result_cells(results):
+def result_cells(results, columns=TABLE_COLUMNS):
     """Table cells of {metric: result}: a value, 'n/a' (asked for but unavailable) or '-' (not asked for)."""
     cells = {}
-    for metric, _ in TABLE_COLUMNS:
+    for metric, _ in columns:
         result = results.get(metric)
         if result is None:
             cells[metric] = '-'
@@ -895,13 +1108,15 @@ def published_rows(published=PUBLISHED):
 
 
 def format_table(report):
-    """The table printed to the terminal: this run and its difficulty subsets beside CP-VTON+ Table 1, then
-    counts and notes."""
-    rows = published_rows()
-    rows.append(('this run', result_cells(report['metrics'])))
+    """The table printed to the terminal: this run and its difficulty subsets beside CP-VTON+ Table 1 (a
+    multi-pose run: alone, with the parse columns), then counts and notes."""
+    multi_pose = report['protocol'] == MULTI_POSE_PROTOCOL
+    columns = MULTI_POSE_COLUMNS if multi_pose else TABLE_COLUMNS
+    rows = [] if multi_pose else published_rows()
+    rows.append(('this run', result_cells(report['metrics'], columns)))
     rows += subset_rows(report)
-    header = ['method'] + [title for _, title in TABLE_COLUMNS]
-    lines = [header] + [[name] + [cells[metric] for metric, _ in TABLE_COLUMNS] for name, cells in rows]
+    header = ['method'] + [title for _, title in columns]
+    lines = [header] + [[name] + [cells[metric] for metric, _ in columns] for name, cells in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     text = ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, '  '.join('-' * width for width in widths))
@@ -909,13 +1124,16 @@ def format_table(report):
                 'SSIM-M: MATLAB ssim on the RGB arrays,')
     text.append('as CP-VTON+ computed the paper values (see evaluate.py). n/a: asked for but unavailable; '
                 '-: not computed.')
+    if multi_pose:
+        text.append("multi-pose: each try-on against person B's photo (the target pose); IoU: the warped mask against "
+                    "person B's cloth region; parse acc, mIoU (higher is better): stage I's parse against person B's.")
     if subset_rows(report):
         definitions = [f'{subset}: {entry["definition"]["rule"]} ({entry["definition"]["of"]})'
                        for subset, entry in report['subsets'].items()]
         text.append(f'subsets of this run\'s pairs (paired: IoU, SSIM, LPIPS; unpaired: IS, FID): '
                     f'{"; ".join(definitions)}')
     counts = []
-    for metric, title in TABLE_COLUMNS:
+    for metric, title in columns:
         result = report['metrics'].get(metric)
         if result is None:
             continue
@@ -936,9 +1154,10 @@ def format_table(report):
 
 def metric_list(text):
     metrics = [name.strip().lower() for name in text.split(',') if name.strip()]
-    unknown = [name for name in metrics if name not in ALL_METRICS]
+    unknown = [name for name in metrics if name not in MULTI_POSE_METRICS]
     if unknown or not metrics:
-        raise argparse.ArgumentTypeError(f'unknown metric(s) {unknown}; choose from {",".join(ALL_METRICS)}')
+        raise argparse.ArgumentTypeError(f'unknown metric(s) {unknown}; choose from {",".join(ALL_METRICS)} '
+                                         f'(with --triplets also {",".join(PARSE_METRICS)})')
     return tuple(dict.fromkeys(metrics))
 
 
@@ -956,8 +1175,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Score a CP-VTON run with the protocol of CP-VTON+ Table 1 '
                                                  '(see the docstring of evaluate.py).',
                                      formatter_class=flags.RangeHelpFormatter)
-    parser.add_argument('--metrics', type=metric_list, default=ALL_METRICS,
-                        help=f'comma-separated subset of {",".join(ALL_METRICS)} (default: all)')
+    parser.add_argument('--metrics', type=metric_list,
+                        help=f'comma-separated subset of {",".join(ALL_METRICS)}, with --triplets also '
+                             f'{",".join(PARSE_METRICS)} (default: all)')
     parser.add_argument('--dataroot', default='data', help='(default: %(default)s)')
     parser.add_argument('--datamode', default='test', help='(default: %(default)s)')
     parser.add_argument('--paired_list', default='test_pairs_paired.txt',
@@ -999,9 +1219,25 @@ def parse_args(argv=None):
     parser.add_argument('--write_paired_list', action='store_true',
                         help='only write --paired_list, derived from --unpaired_list, where it is absent, and '
                              'exit (what the step scripts do before testing)')
+    parser.add_argument('--triplets',
+                        help='score MG-VTON results (MPV layout, --dataroot the MPV folder, --datamode its split): '
+                             'the triplet list under --dataroot, e.g. all_poseA_poseB_clothes_0607.txt')
+    parser.add_argument('--mgvton_checkpoint_name', default='mgvton_refine_final.pth',
+                        help="with --triplets: file name of the checkpoint test.py ran, which names its result "
+                             "folder (parse/, warp-mask/, try-on/) (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.device is not None:
         flags.check_device_present(parser, args.device)
+    if args.metrics is None:
+        args.metrics = MULTI_POSE_METRICS if args.triplets else ALL_METRICS
+    parse_metrics = [metric for metric in args.metrics if metric in PARSE_METRICS]
+    viton_only = [f'--{name}' for name in ('paired_list', 'unpaired_list', 'gmm_checkpoint_name', 'tom_checkpoint_name',
+                                           'warp_mask_dir') if getattr(args, name) != parser.get_default(name)]
+    if args.triplets and viton_only:
+        parser.error(f'{", ".join(viton_only)}: the VITON layout\'s; with --triplets the results are those of '
+                     f'--mgvton_checkpoint_name (--tryon_dir for another try-on folder)')
+    if parse_metrics and not args.triplets:
+        parser.error(f'--metrics {",".join(parse_metrics)} score MG-VTON\'s synthesised parses: pass --triplets')
     return args
 
 
@@ -1016,7 +1252,7 @@ def main(argv=None):
     try:
         if args.write_paired_list:
             return write_paired_list(args)
-        report = evaluate(args)
+        report = evaluate_multi_pose(args) if args.triplets else evaluate(args)
     except DataError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

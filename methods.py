@@ -4,10 +4,11 @@ A method is one module (cpvton.py, viton.py) whose STAGES are stages.Stage entri
 is adding its module to METHOD_MODULES, and its own flags (add_arguments) join train.py's and test.py's.
 """
 import cpvton
+import mgvton
 import viton
 import wuton
 
-METHOD_MODULES = (cpvton, viton, wuton)
+METHOD_MODULES = (cpvton, viton, wuton, mgvton)
 STAGES = {stage.name: stage for module in METHOD_MODULES for stage in module.STAGES}
 
 

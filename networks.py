@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn import init
-import torchvision
+from torch.func import functional_call
 
 VGG19_WEIGHTS_FILE = 'vgg19-dcbb9e9d.pth'  # torchvision's VGG19_Weights.IMAGENET1K_V1
 
@@ -208,16 +208,17 @@ class TpsGridGen(nn.Module):
 
 class GMM(nn.Module):
     """Geometric Matching Module. ``opt`` needs fine_height, fine_width (multiples of 64) and grid_size;
-    ``agnostic_nc``: the person representation's channels (CP-VTON's 22; WUTON's masked photo 3)."""
+    ``agnostic_nc``: the person representation's channels (CP-VTON's 22; WUTON's masked photo 3); ``cloth_nc``:
+    the second input's (CP-VTON's cloth photo 3; MG-VTON matches masks and parses with it)."""
 
-    def __init__(self, opt, agnostic_nc=22):
+    def __init__(self, opt, agnostic_nc=22, cloth_nc=3):
         super().__init__()
         if opt.fine_height % 64 or opt.fine_width % 64:
             raise ValueError(f'GMM needs an image size that is a multiple of 64, got '
                              f'{opt.fine_height}x{opt.fine_width} (height x width)')
         feature_h, feature_w = opt.fine_height // 16, opt.fine_width // 16
         self.extractionA = FeatureExtraction(agnostic_nc, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
-        self.extractionB = FeatureExtraction(3, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
+        self.extractionB = FeatureExtraction(cloth_nc, ngf=64, n_layers=3, norm_layer=nn.BatchNorm2d)
         self.l2norm = FeatureL2Norm()
         self.correlation = FeatureCorrelation()
         self.regression = FeatureRegression(input_nc=feature_h * feature_w, output_dim=2 * opt.grid_size ** 2,
@@ -357,12 +358,25 @@ def find_vgg19_weights(vgg_weights=''):
     cached = osp.join(torch.hub.get_dir(), 'checkpoints', VGG19_WEIGHTS_FILE)
     if osp.isfile(cached):
         return cached
+    import torchvision   # for the weights' address (see torchvision_vgg19 for why it is imported here)
     raise FileNotFoundError(
         f'The VGG19 perceptual loss needs torchvision\'s ImageNet weights {VGG19_WEIGHTS_FILE}, '
         f'which are not in torch\'s cache ({cached}). Download '
         f'{torchvision.models.VGG19_Weights.IMAGENET1K_V1.url} on a machine with internet and put it '
         f'there, or pass --vgg_weights PATH. For a demo or test only, --vgg_init random uses an untrained '
         f'VGG19 (the perceptual loss is then not the paper\'s).')
+
+
+def torchvision_vgg19(weights_path=None):
+    """torchvision's VGG19 with the ImageNet state dict at ``weights_path``, or randomly initialised (None).
+
+    torchvision is imported here, not with this module: its import takes about 2 s (it loads torch._dynamo) in
+    every process, and only the perceptual losses need it."""
+    import torchvision
+    vgg = torchvision.models.vgg19(weights=None)
+    if weights_path is not None:
+        vgg.load_state_dict(torch.load(weights_path, map_location='cpu', weights_only=True))
+    return vgg
 
 
 class Vgg19(nn.Module):
@@ -377,10 +391,7 @@ class Vgg19(nn.Module):
 
     def __init__(self, weights_path=None, requires_grad=False):
         super().__init__()
-        vgg = torchvision.models.vgg19(weights=None)
-        if weights_path is not None:
-            vgg.load_state_dict(torch.load(weights_path, map_location='cpu', weights_only=True))
-        features = vgg.features
+        features = torchvision_vgg19(weights_path).features
         for n, (start, end) in enumerate(self.SLICES, 1):
             block = nn.Sequential()
             for x in range(start, end):
@@ -438,6 +449,12 @@ def build_vgg_loss(vgg_init='imagenet', vgg_weights='', log=print):
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+def frozen_call(module, *inputs):
+    """``module(*inputs)`` with its parameters detached: gradients reach the inputs only (a generator's loss
+    through its discriminator, without touching the discriminator's, in one backward with its own loss)."""
+    return functional_call(module, {name: p.detach() for name, p in module.named_parameters()}, inputs)
+
 
 def unwrap_model(model):
     """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""

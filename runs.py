@@ -168,7 +168,7 @@ def command_with(script, argv, **flags):
 # their weights.
 RESUME_MAY_CHANGE = ('name', 'gpu_ids', 'workers', 'dataroot', 'tensorboard_dir', 'checkpoint_dir', 'display_count',
                      'save_count', 'compile', 'cudnn_benchmark', 'channels_last', 'vgg_weights', 'torch_version',
-                     'coarse_checkpoint', 'gmm_checkpoint')
+                     'coarse_checkpoint', 'gmm_checkpoint', 'previous_checkpoint')
 # Options that say how this command was started, not what the run is: not compared.
 RESUME_NOT_COMPARED = ('resume', 'check_data')
 # Options with their own rule below.

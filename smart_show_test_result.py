@@ -1,4 +1,4 @@
-"""Render the test results of a CP-VTON run as comparison strips.
+"""Render the test results of a CP-VTON run (or of MG-VTON's, --triplets) as comparison strips.
 
     python smart_show_test_result.py                      # paths of the step scripts
     python smart_show_test_result.py --dataroot demo/data --result_dir demo/result \
@@ -21,6 +21,14 @@ For every pair of --data_list:
 Each pair's results are read from GMM's and TOM's test folders under the pair's key
 (cp_dataset.pair_key), so a cloth worn by several persons is shown correctly for each.
 
+MG-VTON (--triplets LIST, the MPV layout): for every --datamode triplet of the list
+    result_simple/<triplet key stem>.png          7 panels: person A, the target pose (person B's skeleton), cloth,
+                                                 synthesised parse, warped cloth, try-on, person B (the answer)
+    result_verbose/<triplet key stem>.png         the inputs (person A, its parse, target pose, cloth, cloth mask)
+                                                 and every stage's result (parse, warped cloth, Warp-GAN, try-on,
+                                                 person B)
+read from the results of --mgvton_checkpoint_name (mpv_dataset.triplet_key names them).
+
 --html also writes <out_simple>/index.html, a static gallery page of the strips (gallery.py), with the scores,
 subsets and metric table of evaluate.py's metrics.json where --metrics names it; the pairs of that report's lists
 (the same-cloth pairs, which alone have scores) are then rendered too.
@@ -38,6 +46,7 @@ import flags
 from cp_dataset import LIP_PALETTE, DataError, DataLayout, ResultLayout, file_in, pair_key, read_keypoints, read_pairs
 from evaluate import RunLayout, add_threshold_arguments, default_tryon_dir, default_warp_mask_dir, per_pair_scores
 from metrics import ssim_score
+from mpv_dataset import MPVLayout, parse_result_name, read_triplets, triplet_key
 from progress import progress
 from subsets import difficulty_subsets
 from visualization import save_image_atomic
@@ -85,7 +94,14 @@ def get_opt(argv=None):
                              "the pairs of its lists get strips too (with --html)")
     parser.add_argument('--run_name', default='this run', help="the run's name on the gallery page (default: "
                                                                "%(default)s)")
+    parser.add_argument('--triplets', metavar='LIST',
+                        help='MG-VTON results (MPV layout, --dataroot the MPV folder, --datamode its split): the '
+                             'triplet list under --dataroot; one strip per triplet of the split')
+    parser.add_argument('--mgvton_checkpoint_name', default='mgvton_refine_final.pth',
+                        help='with --triplets: file name of the checkpoint test.py ran (default: %(default)s)')
     opt = parser.parse_args(argv)
+    if opt.triplets and (opt.worst is not None or opt.html):
+        parser.error('--worst and --html rank and show CP-VTON pairs lists; with --triplets only the strips are made')
     if opt.metrics and not opt.html:
         parser.error('--metrics is read by the gallery page: add --html')
     if opt.html and opt.worst is not None:
@@ -212,6 +228,66 @@ def verbose_strip(files):
     return vstack([inputs, outputs])
 
 
+class TripletFiles:
+    """Paths of everything shown for one MG-VTON triplet: its data (mpv_dataset.MPVLayout) and the results of
+    --mgvton_checkpoint_name (cp_dataset.ResultLayout, named by mpv_dataset.triplet_key)."""
+
+    def __init__(self, opt, triplet):
+        data = MPVLayout(Path(opt.dataroot))
+        results = ResultLayout(opt.result_dir, opt.mgvton_checkpoint_name, opt.datamode)
+        key = triplet_key(triplet)
+        self.source, self.source_parse = str(data.photo(triplet.source)), str(data.parse_map(triplet.source))
+        self.person, self.pose = str(data.photo(triplet.target)), str(data.pose(triplet.target))
+        self.cloth, self.cloth_mask = str(data.photo(triplet.cloth)), str(data.cloth_mask(triplet.cloth))
+        self.parse = str(file_in(results.kind_dir('parse'), parse_result_name(key)))
+        kinds = ('warp-cloth', 'warp-mask', 'coarse-person', 'try-on')
+        self.warp_cloth, self.warp_mask, self.coarse, self.tryon = (str(file_in(results.kind_dir(kind), key))
+                                                                    for kind in kinds)
+
+
+def target_pose_panel(files):
+    """Person B's skeleton on grey: the pose asked for, without the photo that is the answer."""
+    return pose_panel(files.pose, Image.new('RGB', PANEL_SIZE, (255, 255, 255)), photo_size(files.person))
+
+
+def multi_pose_simple_strip(files):
+    """7 panels: person A, target pose, cloth, synthesised parse, warped cloth, try-on, person B (the answer)."""
+    return hstack([open_panel(files.source), target_pose_panel(files), open_panel(files.cloth),
+                   parse_panel(files.parse), open_panel(files.warp_cloth), open_panel(files.tryon),
+                   open_panel(files.person)])
+
+
+def multi_pose_verbose_strip(files):
+    """Row 1: the inputs and person A's parse; row 2: every stage's result and person B."""
+    inputs = labelled_row([open_panel(files.source), parse_panel(files.source_parse), target_pose_panel(files),
+                           open_panel(files.cloth), open_panel(files.cloth_mask)],
+                          ['person A', 'parse A', 'target pose', 'cloth', 'cloth mask'])
+    outputs = labelled_row([parse_panel(files.parse), open_panel(files.warp_cloth), open_panel(files.coarse),
+                            open_panel(files.tryon), open_panel(files.person)],
+                           ['synthesised parse', 'warped cloth', 'Warp-GAN', 'try-on', 'person B'])
+    return vstack([inputs, outputs])
+
+
+def write_triplet_strips(opt):
+    """The strips of every --datamode triplet of --triplets: <out_simple>/<key stem>.png (and <out_verbose>/)."""
+    triplets = read_triplets(osp.join(opt.dataroot, opt.triplets), opt.datamode)
+    outputs = [(opt.out_simple, multi_pose_simple_strip)]
+    outputs += [(opt.out_verbose, multi_pose_verbose_strip)] if opt.out_verbose else []
+    incomplete = 0
+    for folder, _ in outputs:
+        os.makedirs(folder, exist_ok=True)
+    for triplet in progress(triplets, desc='strips', unit='triplet', file=sys.stdout):
+        files = TripletFiles(opt, triplet)
+        incomplete += not all(osp.exists(p) for p in (files.parse, files.warp_cloth, files.tryon))
+        for folder, render in outputs:
+            save_image_atomic(render(files), file_in(folder, f'{osp.splitext(triplet_key(triplet))[0]}.png'))
+    print(f'wrote {len(triplets)} strips to {opt.out_simple}' + (f' and {opt.out_verbose}' if opt.out_verbose else ''))
+    if incomplete:
+        print(f'warning: {incomplete} triplets lack the results of {opt.mgvton_checkpoint_name} (crossed grey '
+              f'panels); run test.py on --data_list {opt.triplets} --datamode {opt.datamode} first '
+              f'(scripts/mgvton/step5-test.sh)')
+
+
 def tryon_ssim(files):
     """SSIM of the pair's try-on against the person photo (evaluate.py's setting), None without a try-on."""
     if not osp.exists(files.tryon):
@@ -328,6 +404,8 @@ def main(argv=None):
     try:
         if opt.worst is not None:
             write_worst_cases(opt)
+        elif opt.triplets:
+            write_triplet_strips(opt)
         else:
             pairs = read_pairs(osp.join(opt.dataroot, opt.data_list))
             run = gallery_run(opt, pairs) if opt.html else None

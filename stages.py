@@ -14,7 +14,7 @@ Conventions at this boundary (B = batch, H x W = the model size):
 from dataclasses import dataclass
 from typing import Callable
 
-from cp_dataset import DataSpec
+from cp_dataset import CPDataset, DataSpec
 
 
 def all_parameters(model):
@@ -43,3 +43,4 @@ class Stage:
     test_data: DataSpec = None   # what test.py's items hold, where less than ``data`` (None: ``data``)
     trainable: Callable = all_parameters    # (model) -> the parameters the optimizer updates
     check_options: Callable = no_option_check   # (parser, opt, training): parser.error on contradicting flags
+    dataset: Callable = CPDataset   # (opt, DataSpec) -> the items of ``data`` (mpv_dataset.MPVDataset: MPV's layout)

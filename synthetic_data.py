@@ -63,7 +63,7 @@ import os.path as osp
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -71,6 +71,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import flags
 from cp_dataset import VITON_LIP_PALETTE as LIP_PALETTE
+from mpv_dataset import PARSE_FOLDER, PHOTO_FOLDER, POSE_FOLDER, TRIPLET_LIST
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 192, 256
 JPEG_QUALITY = 75
@@ -85,6 +86,10 @@ SPLITS = ('train', 'test')
 PAIR_LISTS = ('train_pairs.txt', 'test_pairs.txt', 'test_pairs_paired.txt', 'test_pairs_unpaired.txt')
 MARKER_FILE = 'synthetic_dataset.json'
 SUBFOLDERS = ('image', 'image-parse', 'image-mask', 'cloth', 'cloth-mask', 'pose')
+LAYOUTS = ('viton', 'mpv')
+MPV_FOLDERS = (PHOTO_FOLDER, PARSE_FOLDER, POSE_FOLDER)
+MPV_LISTS = (TRIPLET_LIST, 'test_own_cloth.txt', 'test_other_cloth.txt')
+MPV_MOST_SHIFT = 16      # pixels a figure moves sideways, at most, between its two poses
 
 # Shirt-frame part labels (never written to disk): the shirt below the armpits, the part
 # that lies over the arms (sleeves and shoulders), and the neck opening.
@@ -915,12 +920,12 @@ def plan_split(seed, split, count, textured_share, occluded_share):
 
 
 def existing_dataset_entries(dataroot):
-    """The names in `dataroot` that belong to a dataset (ours or not)."""
-    names = PAIR_LISTS + SPLITS + (MARKER_FILE,)
+    """The names in `dataroot` that belong to a dataset (ours or not), of either layout."""
+    names = PAIR_LISTS + SPLITS + MPV_FOLDERS + MPV_LISTS + (MARKER_FILE,)
     return [name for name in names if osp.exists(osp.join(dataroot, name))]
 
 
-def prepare_dataroot(dataroot, overwrite):
+def prepare_dataroot(dataroot, overwrite, layout='viton'):
     """Make the output folders. An existing dataset is deleted only if `overwrite` is set and
     our marker file shows that this script made it: never someone's real data."""
     existing = existing_dataset_entries(dataroot)
@@ -938,9 +943,9 @@ def prepare_dataroot(dataroot, overwrite):
         for name in existing:
             path = osp.join(dataroot, name)
             shutil.rmtree(path) if osp.isdir(path) else os.remove(path)
-    for split in SPLITS:
-        for sub in SUBFOLDERS:
-            os.makedirs(osp.join(dataroot, split, sub), exist_ok=True)
+    folders = MPV_FOLDERS if layout == 'mpv' else [osp.join(split, sub) for split in SPLITS for sub in SUBFOLDERS]
+    for folder in folders:
+        os.makedirs(osp.join(dataroot, folder), exist_ok=True)
 
 
 def write_lines(path, lines):
@@ -986,12 +991,12 @@ def keep_freed_memory():
     mallopt(GLIBC_M_TRIM_THRESHOLD, 128 << 20)
 
 
-def run_tasks(tasks, workers):
-    """generate_person over the tasks, in order, in `workers` processes."""
+def run_tasks(function, tasks, workers):
+    """``function`` over the tasks, in order, in `workers` processes."""
     if workers <= 1 or len(tasks) < 2:
-        return [generate_person(task) for task in tasks]
+        return [function(task) for task in tasks]
     with multiprocessing.Pool(workers, initializer=keep_freed_memory) as pool:
-        return pool.map(generate_person, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+        return pool.map(function, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
 
 
 def check_arguments(n_train, n_test, seed, textured_share, occluded_share):
@@ -1022,7 +1027,7 @@ def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occlud
     tasks = [(dataroot, split, i, person_id, seed, plans[split][0][i], plans[split][1][i])
              for split in SPLITS for i, person_id in enumerate(ids[split])]
     persons = {split: {} for split in SPLITS}
-    for (_, split, _, person_id, *_), params in zip(tasks, run_tasks(tasks, workers)):
+    for (_, split, _, person_id, *_), params in zip(tasks, run_tasks(generate_person, tasks, workers)):
         persons[split][person_id] = params
 
     for split in SPLITS:
@@ -1033,6 +1038,214 @@ def generate_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occlud
                 'textured_share': textured_share, 'occluded_share': occluded_share}
     write_json(osp.join(dataroot, MARKER_FILE), settings)
 
+    seconds = time.perf_counter() - start
+    return dict(settings, dataroot=dataroot, seconds=seconds, pairs_per_second=(n_train + n_test) / seconds,
+                textured={split: sum(plans[split][0]) for split in SPLITS},
+                occluded={split: sum(plans[split][1]) for split in SPLITS})
+
+# ----------------------------------------------------------------------------------------
+# Two poses of one person, in the MPV layout (MG-VTON)
+# ----------------------------------------------------------------------------------------
+
+def second_pose(rng, figure):
+    """The same figure in another pose: body, head and legs as they are, the arms drawn anew, crossing the torso
+    where they hung in the first pose and hanging where they crossed (so one of the two poses is a hard case)."""
+    crossing = () if figure.crossing_arms else choose_crossing_arms(rng, True)
+    r_elbow, r_wrist = sample_arm(rng, figure.r_shoulder, -1, figure.unit, 'right' in crossing)
+    l_elbow, l_wrist = sample_arm(rng, figure.l_shoulder, +1, figure.unit, 'left' in crossing)
+    return replace(figure, r_elbow=r_elbow, r_wrist=r_wrist, l_elbow=l_elbow, l_wrist=l_wrist, crossing_arms=crossing)
+
+
+@dataclass
+class Shirt:
+    """One in-shop shirt: its part labels, its fabric and its photo and mask."""
+    shape: dict
+    texture_kind: str
+    parts: np.ndarray
+    texture: np.ndarray
+    cloth: np.ndarray        # RGB uint8 [H,W,3]
+    cloth_mask: np.ndarray   # uint8 [H,W], 0/255
+
+
+def design_shirt(seed, split, index, textured):
+    """Identity ``index``'s shirt; depends only on the arguments."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 3, index])
+    texture_kind = TEXTURES[rng.integers(len(TEXTURES))] if textured else SOLID
+    shape = sample_shirt_shape(rng)
+    parts = draw_shirt_parts(shape)
+    texture = render_texture(rng, texture_kind, shape)
+    cloth, cloth_mask = in_shop_images(rng, texture, parts)
+    return Shirt(shape, texture_kind, parts, texture, cloth, cloth_mask)
+
+
+def placed(rng, shirt, figure):
+    """The warp parameters (affine + TPS) that put ``shirt`` on ``figure``."""
+    return {'shirt': shirt.shape, 'affine': sample_placement(rng, shirt.shape, figure).tolist(),
+            'tps_offsets': sample_tps_offsets(rng).tolist()}
+
+
+def dressed(figure, colours, shirt, params, colour_seed):
+    """(RGB uint8 [H,W,3], labels [H,W]) of ``figure`` wearing ``shirt`` placed by ``params``. The light and the
+    noise come from ``colour_seed``: two drawings with one seed have the same pixel wherever their labels agree
+    on the pixel and on its neighbours (the outlines)."""
+    on_shirt, over_arms, opening, *warped_rgb = warp_planes(shirt_planes(shirt.texture, shirt.parts), params)
+    labels, details = compose_labels(draw_back_layer(figure), draw_arm_layer(figure), draw_head_layer(figure),
+                                     covered(on_shirt), covered(over_arms), covered(opening))
+    person = colour_person(np.random.default_rng(colour_seed), labels, details, np.stack(warped_rgb), colours)
+    return person, labels
+
+
+def sideways_shift(rng, labels):
+    """Pixels (signed, integer) the second pose moves sideways: 6..MPV_MOST_SHIFT, less where a figure of
+    ``labels`` (the label maps of the drawings) would come closer than the shift to an image side."""
+    columns = np.flatnonzero(np.any(np.stack(labels) > 0, axis=(0, 1)))
+    left, right = int(columns[0]), IMAGE_WIDTH - 1 - int(columns[-1])
+    side = 1 if rng.random() < 0.5 else -1
+    room = right if side > 0 else left
+    return side * min(int(rng.integers(6, MPV_MOST_SHIFT + 1)), room)
+
+
+def shifted(array, shift):
+    """``array`` [H,W,...] moved ``shift`` pixels right (left where negative); the strip it uncovers mirrors the
+    columns beside it (background, as sideways_shift leaves room), so the light gradient runs on without a seam."""
+    if shift == 0:
+        return array.copy()
+    pad = [(0, 0)] * array.ndim
+    pad[1] = (shift, 0) if shift > 0 else (0, -shift)
+    kept = array[:, :IMAGE_WIDTH - shift] if shift > 0 else array[:, -shift:]
+    return np.pad(kept, pad, mode='symmetric')
+
+
+def shifted_keypoints(flat, shift):
+    """Flat COCO-18 keypoints moved ``shift`` pixels sideways; a point that leaves the image is 0, 0, 0."""
+    moved = []
+    for x, y, confidence in zip(flat[0::3], flat[1::3], flat[2::3]):
+        inside = confidence > 0 and 0 <= x + shift < IMAGE_WIDTH
+        moved += [round(x + shift, 3), y, confidence] if inside else [0, 0, 0]
+    return moved
+
+
+@dataclass
+class TwoPoses:
+    """One identity drawn for the MPV layout: {photo name: (RGB, labels, keypoints)} of its persons, its shirt."""
+    persons: dict
+    shirt: Shirt
+    shift: int
+
+
+def mpv_names(person_id):
+    """The MPV names (below all/) of an identity's photos, in a folder of its own as MPV's are."""
+    folder = f'{person_id}/{person_id}'
+    return {'A': f'{folder}_A.jpg', 'B': f'{folder}_B.jpg', 'cloth': f'{folder}_cloth.jpg'}
+
+
+def in_other_cloth(name, other_id):
+    """The photo name of the person of ``name`` (pose A or B) wearing identity ``other_id``'s shirt."""
+    return name.replace('.jpg', f'_in_{other_id}.jpg')
+
+
+def source_pose_answer(target_name):
+    """The photo of person B's identity in pose A wearing person B's shirt (the try-on a method that keeps the
+    source pose can at best give): the same name with pose B replaced by pose A."""
+    folder, _, file_name = target_name.rpartition('/')
+    return f'{folder}/{file_name.replace("_B", "_A", 1)}'
+
+
+def draw_two_poses(seed, split, index, person_id, textured, occluded, other):
+    """Identity ``index`` in poses A and B in its own shirt, and with ``other`` = (id, Shirt) also in that shirt in
+    both poses (the ground truth of a try-on with another cloth). Depends only on the arguments."""
+    rng = person_rng(seed, split, index)
+    figure_a = sample_figure(rng, occluded)
+    figure_b = second_pose(rng, figure_a)
+    colours = sample_colours(rng)
+    colour_seed = [seed, SPLITS.index(split), 4, index]
+    shirt = design_shirt(seed, split, index, textured)
+    own = placed(rng, shirt, figure_a)   # the shoulders and hips are the same in both poses
+    names = mpv_names(person_id)
+    drawings = {names['A']: (figure_a, shirt, own), names['B']: (figure_b, shirt, own)}
+    if other is not None:
+        other_id, other_shirt = other
+        on_other = placed(rng, other_shirt, figure_a)
+        drawings[in_other_cloth(names['A'], other_id)] = (figure_a, other_shirt, on_other)
+        drawings[in_other_cloth(names['B'], other_id)] = (figure_b, other_shirt, on_other)
+    rendered = {name: (figure, dressed(figure, colours, worn, params, colour_seed))
+                for name, (figure, worn, params) in drawings.items()}
+    shift = sideways_shift(rng, [labels for _, (_, labels) in rendered.values()])
+    persons = {}
+    for name, (figure, (rgb, labels)) in rendered.items():
+        # The confidences are drawn once per pose: the same pose has the same keypoints in either shirt.
+        keypoints = figure_keypoints(figure, np.random.default_rng([seed, SPLITS.index(split), 5, index,
+                                                                    figure is figure_b]))
+        move = shift if figure is figure_b else 0
+        persons[name] = (shifted(rgb, move), shifted(labels, move), shifted_keypoints(keypoints, move))
+    return TwoPoses(persons, shirt, shift)
+
+
+def write_two_poses(dataroot, drawing, person_id):
+    """Write an identity's photos, parses, keypoints, shirt and shirt mask in the MPV layout."""
+    for folder in MPV_FOLDERS:
+        os.makedirs(osp.join(dataroot, folder, person_id), exist_ok=True)
+    for name, (rgb, labels, keypoints) in drawing.persons.items():
+        stem = name[:-len('.jpg')]
+        Image.fromarray(rgb).save(osp.join(dataroot, PHOTO_FOLDER, name), quality=JPEG_QUALITY)
+        save_parse(labels, osp.join(dataroot, PARSE_FOLDER, f'{stem}.png'))
+        save_keypoints(keypoints, osp.join(dataroot, POSE_FOLDER, f'{stem}_keypoints.json'))
+    cloth = mpv_names(person_id)['cloth']
+    Image.fromarray(drawing.shirt.cloth).save(osp.join(dataroot, PHOTO_FOLDER, cloth), quality=JPEG_QUALITY)
+    Image.fromarray(drawing.shirt.cloth_mask).save(osp.join(dataroot, PHOTO_FOLDER, cloth.replace('.jpg', '_mask.jpg')),
+                                                   quality=JPEG_QUALITY)
+
+
+def generate_identity(task):
+    """Draw and write one identity of the MPV layout; returns its entry of the marker file."""
+    dataroot, split, index, person_id, seed, textured, occluded, other = task
+    other_shirt = None
+    if other is not None:
+        other_id, other_index, other_textured = other
+        other_shirt = (other_id, design_shirt(seed, split, other_index, other_textured))
+    drawing = draw_two_poses(seed, split, index, person_id, textured, occluded, other_shirt)
+    write_two_poses(dataroot, drawing, person_id)
+    return {'texture': drawing.shirt.texture_kind, 'shift': drawing.shift}
+
+
+def triplet_lines(split, person_id, other_id=None):
+    """The triplet list's lines of an identity: its own shirt (and another identity's, with ``other_id``)."""
+    names = mpv_names(person_id)
+    lines = [f'{names["A"]} {names["B"]} {names["cloth"]} {split}']
+    if other_id is not None:
+        lines.append(f'{names["A"]} {in_other_cloth(names["B"], other_id)} {mpv_names(other_id)["cloth"]} {split}')
+    return lines
+
+
+def generate_mpv_dataset(dataroot, n_train, n_test, seed, textured_share=0.5, occluded_share=0.3,
+                         overwrite=False, workers=1):
+    """Write the two-pose dataset in the MPV layout (see mpv_dataset.py) and return a summary dict.
+
+    Each identity is drawn in pose A and pose B (the arms anew, one pose with arms across the torso, the figure
+    moved sideways) in its own shirt; each test identity also in another test identity's shirt, in both poses,
+    so that a try-on with another cloth has its ground truth too. Lists: all_poseA_poseB_clothes_0607.txt (every
+    line), test_own_cloth.txt and test_other_cloth.txt (the test lines by cloth)."""
+    check_arguments(n_train, n_test, seed, textured_share, occluded_share)
+    start = time.perf_counter()
+    prepare_dataroot(dataroot, overwrite, 'mpv')
+    ids = {'train': [f'{i + 1:06d}' for i in range(n_train)],
+           'test': [f'{n_train + i + 1:06d}' for i in range(n_test)]}
+    plans = {split: plan_split(seed, split, len(ids[split]), textured_share, occluded_share) for split in SPLITS}
+    tasks = []
+    for split in SPLITS:
+        textured, occluded, others = plans[split]
+        for i, person_id in enumerate(ids[split]):
+            other = (ids[split][others[i]], others[i], textured[others[i]]) if split == 'test' else None
+            tasks.append((dataroot, split, i, person_id, seed, textured[i], occluded[i], other))
+    entries = dict(zip((task[3] for task in tasks), run_tasks(generate_identity, tasks, workers)))
+    own = {split: [triplet_lines(split, person_id)[0] for person_id in ids[split]] for split in SPLITS}
+    other = [triplet_lines('test', person_id, ids['test'][j])[1] for person_id, j in zip(ids['test'], plans['test'][2])]
+    write_lines(osp.join(dataroot, TRIPLET_LIST), own['train'] + own['test'] + other)
+    write_lines(osp.join(dataroot, 'test_own_cloth.txt'), own['test'])
+    write_lines(osp.join(dataroot, 'test_other_cloth.txt'), other)
+    settings = {'generator': 'synthetic_data.py', 'layout': 'mpv', 'seed': seed, 'n_train': n_train,
+                'n_test': n_test, 'textured_share': textured_share, 'occluded_share': occluded_share}
+    write_json(osp.join(dataroot, MARKER_FILE), {**settings, 'identities': entries})
     seconds = time.perf_counter() - start
     return dict(settings, dataroot=dataroot, seconds=seconds, pairs_per_second=(n_train + n_test) / seconds,
                 textured={split: sum(plans[split][0]) for split in SPLITS},
@@ -1055,9 +1268,12 @@ def parse_args(argv=None):
                         help='fraction of persons whose forearm(s) cross in front of the torso')
     parser.add_argument('--workers', type=flags.non_negative_int, default=os.cpu_count() or 1,
                         help='processes drawing persons, 0 or 1: this one (the output does not depend on it)')
+    parser.add_argument('--layout', choices=LAYOUTS, default='viton',
+                        help="viton: one pose per person (CP-VTON, VITON, WUTON); mpv: each person in two poses, "
+                             "MPV's layout (MG-VTON), see generate_mpv_dataset")
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace a dataset that this script wrote earlier in --dataroot (its train/ and '
-                             'test/ folders go entirely, GMM outputs in them included)')
+                        help='replace a dataset that this script wrote earlier in --dataroot (its folders go '
+                             'entirely, GMM outputs in them included)')
     return parser.parse_args(argv)
 
 
@@ -1065,14 +1281,15 @@ def main(argv=None):
     """Command line: write the dataset and print a one-line summary."""
     args = parse_args(argv)
     try:
-        summary = generate_dataset(args.dataroot, args.n_train, args.n_test, args.seed,
-                                   textured_share=args.textured_share, occluded_share=args.occluded_share,
-                                   overwrite=args.overwrite, workers=args.workers)
+        generate = generate_mpv_dataset if args.layout == 'mpv' else generate_dataset
+        summary = generate(args.dataroot, args.n_train, args.n_test, args.seed, textured_share=args.textured_share,
+                           occluded_share=args.occluded_share, overwrite=args.overwrite, workers=args.workers)
     except DatasetExistsError as error:
         sys.exit(f'synthetic_data.py: {error}')
     textured = sum(summary['textured'].values())
     occluded = sum(summary['occluded'].values())
-    print(f'wrote {args.n_train} train and {args.n_test} test persons ({textured} textured shirts, '
+    poses = ' (each in two poses, MPV layout)' if args.layout == 'mpv' else ''
+    print(f'wrote {args.n_train} train and {args.n_test} test persons{poses} ({textured} textured shirts, '
           f'{occluded} with crossing arms) to {args.dataroot} in {summary["seconds"]:.1f} s: '
           f'{summary["pairs_per_second"]:.0f} pairs/s with {args.workers} worker(s)')
 

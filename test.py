@@ -18,7 +18,7 @@ import torch
 from tensorboardX import SummaryWriter
 
 import flags
-from cp_dataset import CPDataLoader, CPDataset, DataError, ResultLayout
+from cp_dataset import CPDataLoader, DataError, ResultLayout
 from data_check import check_only, check_or_exit
 from methods import STAGES, add_method_arguments, refuse_other_stages_options
 from networks import CheckpointError, DamagedCheckpointError, DiskFullError, load_checkpoint, select_device, set_tf32
@@ -100,7 +100,7 @@ def test(opt):
     model.eval()
     spec = stage.test_data or stage.data
     check_or_exit(opt, spec=spec)
-    dataset = CPDataset(opt, spec)
+    dataset = stage.dataset(opt, spec)
     loader = CPDataLoader(opt, dataset, pin_memory=device.type == 'cuda')
     results = result_layout(opt)
     folder = str(results.folder)

@@ -29,7 +29,7 @@ import torch.nn as nn
 from tensorboardX import SummaryWriter
 
 import flags
-from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, CPDataset, DataError
+from cp_dataset import BODY_SHAPE_SOURCES, RESERVED_LABELS, CPDataLoader, DataError
 from cpvton import TOM_MASK_TARGETS
 from data_check import check_only, check_or_exit
 from methods import STAGES, add_method_arguments, refuse_other_stages_options
@@ -349,7 +349,7 @@ class Trainer:
         self.all_or_none(lambda: self.record_options(state, given_seed))
 
         self.all_or_none(lambda: check_or_exit(opt, self.log, self.stage.data))
-        self.dataset = self.all_or_none(lambda: CPDataset(opt, self.stage.data))
+        self.dataset = self.all_or_none(lambda: self.stage.dataset(opt, self.stage.data))
         self.loader = self.all_or_none(lambda: CPDataLoader(opt, self.dataset, rank=self.rank,
                                                             world_size=self.world_size,
                                                             pin_memory=self.device.type == 'cuda', log=self.log))

@@ -9,7 +9,6 @@ import os.path as osp
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from cp_dataset import file_in
 from networks import atomic_write
@@ -25,17 +24,14 @@ def tensor_for_board(img_tensor):
 
 def tensor_list_for_board(img_tensors_list):
     """Rows of [B,C,H,W] tensors -> [B,3,rows*H,cols*W]: for each sample one canvas laid out as the
-    rows and columns of ``img_tensors_list`` (the original's 'combine' layout, no padding)."""
+    rows and columns of ``img_tensors_list`` (the original's 'combine' layout, torchvision's make_grid
+    without padding: rows side by side, stacked)."""
     cols = max(len(row) for row in img_tensors_list)
     tiles = [[tensor_for_board(t) for t in row] for row in img_tensors_list]
-    batch_size = tiles[0][0].size(0)
-    canvases = []
-    for b in range(batch_size):
-        # Short rows are padded with grey (0.5), as the original canvas was.
-        panels = [row[c][b] if c < len(row) else torch.full_like(tiles[0][0][b], 0.5)
-                  for row in tiles for c in range(cols)]
-        canvases.append(make_grid(panels, nrow=cols, padding=0))
-    return torch.stack(canvases)
+    # Short rows are padded with grey (0.5), as the original canvas was.
+    grey = torch.full_like(tiles[0][0], 0.5)
+    rows = [torch.cat(row + [grey] * (cols - len(row)), dim=3) for row in tiles]
+    return torch.cat(rows, dim=2)
 
 
 def board_add_images(board, tag_name, img_tensors_list, step_count):

@@ -23,12 +23,11 @@ import os.path as osp
 
 import torch
 import torch.nn as nn
-import torchvision
 
 import flags
 from cp_dataset import DataSpec
 from cpvton import pair_keys
-from networks import load_checkpoint, unwrap_model, vgg19_weights_path
+from networks import load_checkpoint, torchvision_vgg19, unwrap_model, vgg19_weights_path
 from stages import Stage
 from visualization import save_images
 
@@ -193,10 +192,8 @@ class VitonVgg19(nn.Module):
 
     def __init__(self, weights_path=None, layers=tuple(VGG_LAYER_ENDS)):
         super().__init__()
-        vgg = torchvision.models.vgg19(weights=None)
-        if weights_path is not None:
-            vgg.load_state_dict(torch.load(weights_path, map_location='cpu', weights_only=True))
-        features = [nn.AvgPool2d(2, 2) if isinstance(m, nn.MaxPool2d) else m for m in vgg.features]
+        features = [nn.AvgPool2d(2, 2) if isinstance(m, nn.MaxPool2d) else m
+                    for m in torchvision_vgg19(weights_path).features]
         self.layers = tuple(layers)
         self.features = nn.Sequential(*features[:max(VGG_LAYER_ENDS[name] for name in self.layers)])
         self.features.requires_grad_(False)

@@ -24,12 +24,11 @@ import os.path as osp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 import flags
 from cp_dataset import DEFAULT_NECK_BOX, DataSpec
-from cpvton import check_gmm_options, save_tryon_results, save_warp_results
-from networks import GMM, build_vgg_loss, load_checkpoint, unwrap_model, warp, warp_cloth
+from cpvton import check_gmm_options, refuse_cpvton_representation_options, save_tryon_results, save_warp_results
+from networks import GMM, build_vgg_loss, frozen_call, load_checkpoint, unwrap_model, warp, warp_cloth
 from stages import Stage
 
 AGNOSTIC_KINDS = {'photo': 3, 'cpvton': 22}     # --wuton_agnostic -> input channels of E2 and of the GMM
@@ -171,10 +170,9 @@ class WutonModel(nn.Module):
 
         Also under DistributedDataParallel: every parameter gets its gradient from the one backward of the summed
         loss, and the penalty's autograd.grad is taken with respect to the images only."""
-        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         return {'real_logits': self.discriminator(real),
                 'fake_logits': self.discriminator(fake.detach()),
-                'generator_fake_logits': functional_call(self.discriminator, frozen, (fake,)),
+                'generator_fake_logits': frozen_call(self.discriminator, fake),
                 'gradient_penalty': gradient_penalty(self.discriminator, real, fake.detach())}
 
 
@@ -263,10 +261,7 @@ def wuton_log_terms(values):
 def check_wuton_options(parser, opt, training):
     check_gmm_options(parser, opt, training)
     if opt.wuton_agnostic == 'photo':
-        for name, original in (('reserved_regions', 'original'), ('body_shape', 'parse')):
-            if getattr(opt, name) != original:
-                parser.error(f'--{name} {getattr(opt, name)} shapes CP-VTON\'s person representation, which WUTON '
-                             f'reads only with --wuton_agnostic cpvton')
+        refuse_cpvton_representation_options(parser, opt, 'WUTON reads only with --wuton_agnostic cpvton')
     if training and opt.gmm_checkpoint and opt.resume is None and not osp.isfile(opt.gmm_checkpoint):
         parser.error(f'--gmm_checkpoint {opt.gmm_checkpoint}: no such file; train CP-VTON\'s GMM first '
                      f'(scripts/step1-train-gmm.sh) or leave the flag out')

@@ -1,6 +1,7 @@
 """Shared test fixtures: where ../shared lies, small options objects, temporary-folder clean-up and a real browser."""
 import os
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -55,6 +56,23 @@ def cloth_named_warps(dataroot, split='train'):
         link = os.path.join(dataroot, split, target)
         if not os.path.exists(link):
             os.symlink(os.path.join(dataroot, split, source), link)
+
+
+def step_script_env(root, dataroot, **settings):
+    """The environment of a method's step scripts for a test: its folders under ``root``, no loader workers, and
+    the method's ``settings`` (batch, steps, ...)."""
+    return dict(os.environ, PYTHON=sys.executable, DATAROOT=str(dataroot), CHECKPOINT_DIR=str(root / 'checkpoints'),
+                TENSORBOARD_DIR=str(root / 'tensorboard'), RESULT_DIR=str(root / 'result'), LOG_DIR=str(root / 'logs'),
+                WORKERS='0', **settings)
+
+
+def run_step_scripts(method, steps, env):
+    """scripts/<method>/<script> for each (script, arguments) of ``steps``, in order; each must succeed."""
+    for script, args in steps:
+        completed = subprocess.run(['bash', str(REPO / 'scripts' / method / script), *args], env=env, cwd=REPO,
+                                   capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, script + completed.stdout[-3000:] + completed.stderr[-3000:]
+        yield completed
 
 
 @pytest.fixture(autouse=True)

@@ -75,7 +75,7 @@ def test_tiny_run_writes_every_result(tmp_path, capsys):
     json_path = tmp_path / 'benchmark.json'
     exit_code = benchmark.main(['--device', 'cpu', '--batch_size', '1', '--repeats', '1', '--warmup', '0',
                                 '--n_train', '2', '--workers', '0,1', '--compare-baseline', '--compare_rounds', '1',
-                                '--method_steps', 'WUTON', '--json', str(json_path)])
+                                '--method_steps', 'WUTON,MGVTON_GMM', '--json', str(json_path)])
     assert exit_code == 0
     results = json.loads(json_path.read_text())
     assert set(results) == {'machine', 'settings', 'tps', 'data_item', 'loader', 'gmm_step', 'tom_step',
@@ -97,6 +97,7 @@ def test_tiny_run_writes_every_result(tmp_path, capsys):
     report = capsys.readouterr().out
     assert '| GMM training step |' in report and 'randomly initialised VGG19' in report
     assert '| WUTON training step (WUTON) |' in report and 'x GMM + TOM' in report
+    assert '| MGVTON_GMM training step (MG-VTON) |' in report   # on two-pose data, stage I's checkpoint made for it
 
 
 def test_data_path_at_512x384_on_256x192_files(tmp_path):

@@ -59,6 +59,10 @@ RANGES = [('train.py', *row) for row in TRAIN_AND_TEST] + [('test.py', *row) for
     ('train.py', '--neck_box', '-1', 0, AT_LEAST_0),
     ('test.py', '--neck_box', '-1', 0, AT_LEAST_0),
     *[('train.py', f'--{name}_weight', '-1', 0.0, 'a number >= 0') for name in ('warp', 'l1', 'vgg', 'adv', 'gp')],
+    *[('train.py', f'--{name}_weight', '-1', 0.0, 'a number >= 0')
+      for name in ('gan', 'parse_l1', 'parse_ce', 'fm', 'perceptual', 'coarse_l1', 'match', 'mask')],
+    *[(command, f'--mgvton_{name}', '0', 1, AT_LEAST_1) for command in ('train.py', 'test.py')
+      for name in ('ngf', 'blocks')],
     ('evaluate.py', '--mask_threshold', '0', 1, 'an integer in [1, 255]'),
     ('evaluate.py', '--mask_threshold', '256', 255, 'an integer in [1, 255]'),
     ('evaluate.py', '--cloth_labels', '5,20', (0, 19), 'comma-separated values, each an integer in [0, 19]'),
@@ -142,9 +146,13 @@ CROSS_FLAG_RULES = [
 
 
 def stage_owning(command, flag):
-    """['--stage', S] for a flag of train.py/test.py that only stage S reads (with another stage it is refused)."""
+    """['--stage', S] for a flag of train.py/test.py that only stage S reads (with another stage it is refused),
+    and the previous stage's checkpoint that training a later MG-VTON stage needs (any existing file will do)."""
     owners = [stage.name for stage in methods.STAGES.values() if dest(flag) in stage.options]
-    return ['--stage', owners[0]] if command in ('train.py', 'test.py') and owners else []
+    if command not in ('train.py', 'test.py') or not owners:
+        return []
+    needs_previous = command == 'train.py' and 'previous_checkpoint' in methods.STAGES[owners[0]].options
+    return ['--stage', owners[0]] + (['--previous_checkpoint', __file__] if needs_previous else [])
 
 
 def dest(flag):

@@ -207,3 +207,16 @@ def test_tps_grid_stays_float32_under_autocast():
         grid = generator(theta.bfloat16())
     assert grid.dtype == torch.float32
     torch.testing.assert_close(grid, generator(theta.bfloat16().float()), atol=1e-6, rtol=0)
+
+
+def test_the_board_grid_is_torchvisions_make_grid_without_padding():
+    """visualization lays the TensorBoard canvas out itself (importing torchvision costs every process 2 s): the
+    same pixels as make_grid(panels, nrow=columns, padding=0), short rows padded with grey, masks repeated to RGB."""
+    from torchvision.utils import make_grid
+    from visualization import tensor_for_board, tensor_list_for_board
+    rows = [[torch.rand(2, 3, 8, 6) * 2 - 1, torch.rand(2, 1, 8, 6) * 2 - 1, torch.rand(2, 3, 8, 6) * 2 - 1],
+            [torch.rand(2, 3, 8, 6) * 2 - 1]]
+    tiles = [[tensor_for_board(t) for t in row] for row in rows]
+    expected = torch.stack([make_grid([row[c][b] if c < len(row) else torch.full((3, 8, 6), 0.5)
+                                       for row in tiles for c in range(3)], nrow=3, padding=0) for b in range(2)])
+    assert torch.equal(tensor_list_for_board(rows), expected)

@@ -16,7 +16,7 @@ import methods
 import test as test_script
 import train
 import viton
-from conftest import REPO, make_opt
+from conftest import REPO, make_opt, run_step_scripts, step_script_env
 from cp_dataset import CPDataset, legacy_bilinear_matrix, pair_key, read_pairs
 from synthetic_data import generate_dataset
 
@@ -264,17 +264,12 @@ def pipeline(tmp_path_factory):
     """scripts/viton/step1..5 on a tiny synthetic set, one training step per stage."""
     root = tmp_path_factory.mktemp('viton_pipeline')
     generate_dataset(str(root / 'data'), n_train=4, n_test=2, seed=6, workers=1)
-    env = dict(os.environ, PYTHON=sys.executable, DATAROOT=str(root / 'data'),
-               CHECKPOINT_DIR=str(root / 'checkpoints'), TENSORBOARD_DIR=str(root / 'tensorboard'),
-               RESULT_DIR=str(root / 'result'), LOG_DIR=str(root / 'logs'), WORKERS='0',
-               VITON_BATCH_SIZE='2', VITON_COARSE_STEPS='1', VITON_REFINE_STEPS='1', SAVE_COUNT='2')
+    env = step_script_env(root, root / 'data', VITON_BATCH_SIZE='2', VITON_COARSE_STEPS='1', VITON_REFINE_STEPS='1',
+                          SAVE_COUNT='2')
     train_args = ['--vgg_init', 'random', '--display_count', '1', '--seed', '1']
-    for script, args in (('step1-train-coarse.sh', train_args), ('step2-test-coarse.sh', []),
-                         ('step3-shape-context.sh', []), ('step4-train-refine.sh', train_args),
-                         ('step5-test-refine.sh', [])):
-        completed = subprocess.run(['bash', str(REPO / 'scripts' / 'viton' / script), *args], env=env, cwd=REPO,
-                                   capture_output=True, text=True, timeout=600)
-        assert completed.returncode == 0, script + completed.stdout[-3000:] + completed.stderr[-3000:]
+    list(run_step_scripts('viton', (('step1-train-coarse.sh', train_args), ('step2-test-coarse.sh', []),
+                                    ('step3-shape-context.sh', []), ('step4-train-refine.sh', train_args),
+                                    ('step5-test-refine.sh', [])), env))
     return root
 
 

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import cpvton
 import train
 import wuton
-from conftest import REPO, make_opt
+from conftest import REPO, make_opt, run_step_scripts, step_script_env
 from cp_dataset import CPDataLoader, CPDataset, masked_photo, pair_key, read_pairs, unpaired_cloth_name
 from networks import GMM, TpsGridGen, build_tom, save_checkpoint
 from synthetic_data import generate_dataset
@@ -203,15 +203,11 @@ def pipeline(tmp_path_factory):
     """scripts/wuton/step1..2 on a tiny synthetic set: one training step, then both test lists."""
     root = tmp_path_factory.mktemp('wuton_pipeline')
     generate_dataset(str(root / 'data'), n_train=4, n_test=2, seed=9, workers=1)
-    env = dict(os.environ, PYTHON=sys.executable, DATAROOT=str(root / 'data'),
-               CHECKPOINT_DIR=str(root / 'checkpoints'), TENSORBOARD_DIR=str(root / 'tensorboard'),
-               RESULT_DIR=str(root / 'result'), LOG_DIR=str(root / 'logs'), WORKERS='0',
-               WUTON_BATCH_SIZE='2', WUTON_KEEP_STEP='1', WUTON_DECAY_STEP='0', SAVE_COUNT='2')
-    for script, args in (('step1-train-wuton.sh', ['--vgg_init', 'random', '--display_count', '1', '--seed', '2']),
-                         ('step2-test-wuton.sh', [])):
-        completed = subprocess.run(['bash', str(REPO / 'scripts' / 'wuton' / script), *args], env=env, cwd=REPO,
-                                   capture_output=True, text=True, timeout=600)
-        assert completed.returncode == 0, script + completed.stdout[-3000:] + completed.stderr[-3000:]
+    env = step_script_env(root, root / 'data', WUTON_BATCH_SIZE='2', WUTON_KEEP_STEP='1', WUTON_DECAY_STEP='0',
+                          SAVE_COUNT='2')
+    list(run_step_scripts('wuton', (('step1-train-wuton.sh', ['--vgg_init', 'random', '--display_count', '1',
+                                                             '--seed', '2']),
+                                    ('step2-test-wuton.sh', [])), env))
     return root
 
 
@@ -264,8 +260,8 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(synthetic, 
     with the data position and the random state: 2 steps, or 1 step + --resume 1 step, give the same weights."""
     def run(name, keep_step, *extra):
         return train.main(['--name', name, '--stage', 'WUTON', '--dataroot', str(synthetic / 'data'), '--workers', '0',
-                           '--batch-size', '1', '--keep_step', str(keep_step), '--decay_step', '0', '--save_count', '1',
-                           '--fine_height', '128', '--fine_width', '128',
+                           '--batch-size', '1', '--keep_step', str(keep_step), '--decay_step', '0',
+                           '--save_count', '100', '--fine_height', '128', '--fine_width', '128',
                            '--vgg_init', 'random', '--seed', '5', '--shuffle', '--checkpoint_dir',
                            str(tmp_path / 'checkpoints'), '--tensorboard_dir', str(tmp_path / 'tensorboard'), *extra])
     assert run('whole', 2) == 0
